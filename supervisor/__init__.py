@@ -1,0 +1,5 @@
+"""An async-native process supervisor for ASGI services."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

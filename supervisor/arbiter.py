@@ -1,0 +1,505 @@
+"""The supervisor's event loop: spawn, watch, decide, act.
+
+One anyio task turns signals into calls (``handle_term``, ``handle_hup``...),
+one reads each worker's channel, one ticks twice a second to check memory,
+age, liveness and deadlines. Every event updates the workers' records and then
+calls :meth:`Arbiter.reconcile`, which asks :func:`supervisor.policy.plan`
+what to do and does it. Nothing blocks: forks and kills are syscalls, waits
+are deadlines checked on the tick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from typing import Any
+
+import anyio
+import psutil
+from anyio.abc import TaskGroup
+
+from supervisor import hooks as hooks_module
+from supervisor import policy
+from supervisor.channel import BootFailure, Heartbeat, Message, Ready, make_pair, read_messages
+from supervisor.config import Config, format_size
+from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
+from supervisor.exits import describe_status, exit_code, reap_children
+from supervisor.lifecycle import RecycleReason, WorkerRecord, WorkerState
+from supervisor.worker import run_worker
+
+logger = logging.getLogger("supervisor")
+
+TICK_SECONDS = 0.5
+DRAIN_MARGIN = 5.0  # after --timeout-graceful, for lifespan shutdown before SIGKILL
+FAST_STOP_SECONDS = 3.0
+HUNG_KILL_DELAY = 0.2  # time for faulthandler to write the stack before SIGKILL
+HANDLED_SIGNALS = (
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGHUP,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGCHLD,
+    signal.SIGUSR1,
+)
+
+
+class Arbiter:
+    """Keeps ``target`` workers serving on the shared listeners until told to stop."""
+
+    def __init__(
+        self,
+        config: Config,
+        listeners: list[socket.socket],
+        *,
+        preloaded_app: Any | None = None,
+        hooks: hooks_module.Hooks | None = None,
+        on_hup: Any | None = None,
+    ) -> None:
+        self.config = config
+        self.listeners = listeners
+        self.preloaded_app = preloaded_app
+        self.hooks = hooks or hooks_module.Hooks()
+        self.on_hup = on_hup
+        self.pid = os.getpid()
+        self.target = config.workers
+        self.generation = 1
+        self.workers: dict[int, WorkerRecord] = {}
+        self.rng = random.Random()
+        self.exit_code = EXIT_OK
+        self.stopping: str | None = None  # None, "graceful" or "fast"
+        self.stop_deadline = 0.0
+        self.crash_streak = 0
+        self.last_crash: float | None = None
+        self.spawn_not_before = 0.0
+        self.boot_error_shown: set[str] = set()
+        self.restarts: dict[str, int] = {}
+        self.exited_stats: dict[str, float] = {}
+        self.exited_requests = 0
+        self.started_at = time.monotonic()
+        self._rss_checked = 0.0
+        self._processes: dict[int, psutil.Process] = {}
+        self._tg: TaskGroup | None = None
+        self._done = anyio.Event()
+
+    # The story ---------------------------------------------------------------
+
+    async def run(self) -> int:
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            tg.start_soon(self._watch_signals)
+            tg.start_soon(self._tick)
+            self.reconcile()
+            await self._done.wait()
+            tg.cancel_scope.cancel()
+        return self.exit_code
+
+    def reconcile(self) -> None:
+        """Decide what the pool needs now and act on it."""
+        if self.stopping:
+            self._stop_step()
+            return
+        now = time.monotonic()
+        decision = policy.plan(
+            list(self.workers.values()),
+            self.target,
+            self.config.restart_batch,
+            may_spawn=now >= self.spawn_not_before,
+        )
+        for worker, reason in decision.drain:
+            self.drain_worker(worker, reason)
+        for _ in range(decision.spawn):
+            if not self.spawn_worker():
+                break
+
+    # Spawn -------------------------------------------------------------------
+
+    def spawn_worker(self) -> bool:
+        limits = policy.worker_limits(
+            self.config.max_requests,
+            self.config.max_requests_jitter,
+            self.config.max_lifetime,
+            self.config.lifetime_jitter,
+            self.rng,
+        )
+        parent_end, child_end = make_pair()
+        self.hooks.call("pre_fork", self)
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            parent_end.close()
+            child_end.close()
+            self._note_crash(time.monotonic())
+            logger.error("Cannot fork a worker (%s); retrying with backoff", exc.strerror or exc)
+            return False
+        if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
+            parent_end.close()
+            self.hooks.call("post_fork", self)
+            run_worker(self.config, self.listeners, child_end, self.pid, self.preloaded_app)
+        child_end.close()
+        now = time.monotonic()
+        worker = WorkerRecord(
+            pid=pid,
+            generation=self.generation,
+            started_at=now,
+            channel=parent_end,
+            max_requests=limits.max_requests,
+            max_lifetime=limits.max_lifetime,
+            last_beat=now,
+        )
+        self.workers[pid] = worker
+        logger.info("Booting worker %d (generation %d)", pid, self.generation)
+        assert self._tg is not None
+        self._tg.start_soon(self._read_channel, worker)
+        return True
+
+    # Watch -------------------------------------------------------------------
+
+    async def _watch_signals(self) -> None:
+        with anyio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
+            async for sig in signals:
+                self.handle_signal(sig)
+
+    async def _read_channel(self, worker: WorkerRecord) -> None:
+        sock = worker.channel
+        while sock is not None and sock.fileno() >= 0:
+            try:
+                await anyio.wait_readable(sock)
+            except (anyio.ClosedResourceError, OSError):
+                return
+            if not self._drain_channel(worker):
+                return
+            self.reconcile()
+
+    def _drain_channel(self, worker: WorkerRecord) -> bool:
+        """Handle every waiting message; False once the worker's end is closed."""
+        if worker.channel is None:
+            return False
+        messages, eof = read_messages(worker.channel)
+        for message in messages:
+            self.handle_message(worker, message)
+        if eof:
+            self._close_channel(worker)
+        return not eof
+
+    def _close_channel(self, worker: WorkerRecord) -> None:
+        if worker.channel is not None:
+            anyio.notify_closing(worker.channel)
+            worker.channel.close()
+            worker.channel = None
+
+    async def _tick(self) -> None:
+        while True:
+            await anyio.sleep(TICK_SECONDS)
+            self.check_workers(time.monotonic())
+            self.reconcile()
+
+    def handle_message(self, worker: WorkerRecord, message: Message) -> None:
+        now = time.monotonic()
+        worker.last_beat = now
+        if isinstance(message, Ready):
+            if worker.state is WorkerState.BOOTING:
+                worker.transition(WorkerState.SERVING)
+                worker.serving_at = now
+                logger.info("Worker %d serving (booted in %.0f ms)", worker.pid, message.boot_ms)
+                if all(w.state is not WorkerState.BOOTING for w in self.workers.values()):
+                    self.hooks.call("when_ready", self)
+        elif isinstance(message, Heartbeat):
+            worker.requests = message.requests
+            worker.in_flight = message.in_flight
+            worker.connections = message.connections
+            if message.stats is not None:
+                worker.stats = message.stats
+            self._mark_for_recycle(worker, now)
+        elif isinstance(message, BootFailure):
+            worker.boot_failure = message.message
+
+    # Decide ------------------------------------------------------------------
+
+    def check_workers(self, now: float) -> None:
+        """The periodic checks: memory, age, liveness, boot and drain deadlines."""
+        if now - self._rss_checked >= 1.0:
+            self._rss_checked = now
+            self._measure_rss()
+        for worker in list(self.workers.values()):
+            if policy.is_hung(worker, now, self.config.timeout_worker):
+                self.kill_hung(worker, now)
+            elif policy.boot_overdue(worker, now, self.config.timeout_boot):
+                logger.error(
+                    "Worker %d did not start serving within %.0fs (--timeout-boot); killing it",
+                    worker.pid,
+                    self.config.timeout_boot,
+                )
+                self._kill(worker)
+            elif worker.drain_deadline is not None and now > worker.drain_deadline:
+                if not worker.kill_sent:
+                    logger.error(
+                        "Worker %d still draining after its deadline; killed with %d request(s)"
+                        " in flight",
+                        worker.pid,
+                        worker.in_flight,
+                    )
+                    self._kill(worker)
+            else:
+                self._mark_for_recycle(worker, now)
+        victim = policy.memory_total_victim(
+            list(self.workers.values()), self.config.max_memory_total
+        )
+        if victim is not None:
+            self._retire(victim, RecycleReason.MEMORY_TOTAL)
+
+    def _mark_for_recycle(self, worker: WorkerRecord, now: float) -> None:
+        if worker.state is not WorkerState.SERVING or worker.retire_reason is not None:
+            return
+        reason = policy.recycle_reason(worker, now, self.config.max_memory)
+        if reason is not None:
+            self._retire(worker, reason)
+
+    def _retire(self, worker: WorkerRecord, reason: RecycleReason) -> None:
+        worker.retire_reason = reason
+        detail = {
+            RecycleReason.MAX_REQUESTS: f"{worker.requests} requests, limit {worker.max_requests}",
+            RecycleReason.MEMORY: f"RSS {format_size(worker.rss)}, limit "
+            f"{format_size(self.config.max_memory or 0)}",
+            RecycleReason.MEMORY_TOTAL: f"largest worker at RSS {format_size(worker.rss)}, total "
+            f"limit {format_size(self.config.max_memory_total or 0)}",
+            RecycleReason.LIFETIME: f"age {worker.age(time.monotonic()):.0f}s, limit "
+            f"{worker.max_lifetime:.0f}s",
+        }.get(reason, "")
+        logger.info("Recycling worker %d (%s: %s)", worker.pid, reason, detail)
+
+    def _measure_rss(self) -> None:
+        for pid, worker in self.workers.items():
+            if worker.state is WorkerState.STOPPED:
+                continue
+            try:
+                process = self._processes.get(pid) or self._processes.setdefault(
+                    pid, psutil.Process(pid)
+                )
+                worker.rss = process.memory_info().rss
+            except psutil.Error:
+                continue
+
+    # Act ---------------------------------------------------------------------
+
+    def drain_worker(self, worker: WorkerRecord, reason: RecycleReason) -> None:
+        if worker.state in (WorkerState.DRAINING, WorkerState.STOPPED):
+            return
+        worker.transition(WorkerState.DRAINING)
+        worker.drain_reason = reason
+        worker.drain_deadline = time.monotonic() + self.config.timeout_graceful + DRAIN_MARGIN
+        logger.info("Draining worker %d (%s)", worker.pid, reason)
+        self._signal(worker, signal.SIGTERM)
+
+    def kill_hung(self, worker: WorkerRecord, now: float) -> None:
+        logger.error(
+            "Worker %d is hung: its event loop has not reported for %.1fs (--timeout-worker %s);"
+            " dumping its stack and killing it",
+            worker.pid,
+            now - worker.last_beat,
+            self.config.timeout_worker,
+        )
+        worker.transition(WorkerState.DRAINING)
+        worker.drain_reason = RecycleReason.TIMEOUT
+        worker.drain_deadline = now
+        self._signal(worker, signal.SIGABRT)
+        assert self._tg is not None
+        self._tg.start_soon(self._kill_later, worker)
+
+    async def _kill_later(self, worker: WorkerRecord) -> None:
+        await anyio.sleep(HUNG_KILL_DELAY)
+        if worker.state is not WorkerState.STOPPED:
+            self._kill(worker)
+
+    def _kill(self, worker: WorkerRecord) -> None:
+        worker.kill_sent = True
+        self._signal(worker, signal.SIGKILL)
+
+    def _signal(self, worker: WorkerRecord, sig: signal.Signals) -> None:
+        # Already gone: the SIGCHLD handler will reap it.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, sig)
+
+    # Exits -------------------------------------------------------------------
+
+    def reap_workers(self) -> None:
+        for pid, status in reap_children():
+            worker = self.workers.pop(pid, None)
+            if worker is None:
+                logger.debug("Reaped process %d (not a worker): %s", pid, describe_status(status))
+                continue
+            self._processes.pop(pid, None)
+            self._drain_channel(worker)
+            self._close_channel(worker)
+            worker.transition(WorkerState.STOPPED)
+            self._account_exit(worker)
+            self.hooks.call("worker_exit", self, worker)
+            self.handle_worker_exit(worker, status)
+
+    def _account_exit(self, worker: WorkerRecord) -> None:
+        self.exited_requests += worker.requests
+        for key, value in worker.stats.items():
+            self.exited_stats[key] = self.exited_stats.get(key, 0.0) + value
+
+    def handle_worker_exit(self, worker: WorkerRecord, status: int) -> None:
+        how = describe_status(status)
+        reason = worker.drain_reason
+        if reason is not None:
+            self.restarts[reason] = self.restarts.get(reason, 0) + 1
+            log = logger.info if reason is not RecycleReason.TIMEOUT else logger.warning
+            log("Worker %d stopped (%s, %s, %d requests)", worker.pid, reason, how, worker.requests)
+            if self.stopping and exit_code(status) != EXIT_OK:
+                self.exit_code = self.exit_code or EXIT_ERROR
+            return
+        if self.stopping:
+            logger.info("Worker %d %s", worker.pid, how)
+            return
+        if not worker.ever_served:
+            self.handle_boot_failure(worker, status)
+            return
+        self.restarts[RecycleReason.CRASH] = self.restarts.get(RecycleReason.CRASH, 0) + 1
+        logger.error("Worker %d died: %s; replacing it", worker.pid, how)
+        self._note_crash(time.monotonic())
+
+    def handle_boot_failure(self, worker: WorkerRecord, status: int) -> None:
+        code = exit_code(status)
+        message = (
+            worker.boot_failure or f"Worker {worker.pid} {describe_status(status)} while booting."
+        )
+        if message not in self.boot_error_shown:
+            self.boot_error_shown.add(message)
+            logger.error("Worker %d failed to boot: %s", worker.pid, message)
+        nobody_serving = not any(w.state is WorkerState.SERVING for w in self.workers.values())
+        if nobody_serving and not self.config.reload:
+            self.exit_code = (
+                EXIT_APP_LOAD_ERROR if code == EXIT_APP_LOAD_ERROR else EXIT_WORKER_BOOT_ERROR
+            )
+            logger.error(
+                "Workers fail before serving; stopping instead of respawning (exit code %d)",
+                self.exit_code,
+            )
+            self.begin_stop(fast=True)
+            return
+        aborted = [w for w in self.workers.values() if w.retire_reason is RecycleReason.RELOAD]
+        for old in aborted:
+            old.retire_reason = None
+        if aborted:
+            logger.error(
+                "Rolling restart aborted: new workers fail to boot; old workers keep serving"
+            )
+        self._note_crash(time.monotonic())
+
+    def _note_crash(self, now: float) -> None:
+        self.crash_streak = policy.crash_streak(self.crash_streak, self.last_crash, now)
+        self.last_crash = now
+        delay = policy.crash_backoff(self.crash_streak)
+        self.spawn_not_before = now + delay
+        if delay:
+            logger.warning(
+                "Crash loop: %d failures in a row; next spawn in %.1fs", self.crash_streak, delay
+            )
+
+    # Signals -----------------------------------------------------------------
+
+    def handle_signal(self, sig: int) -> None:
+        handler = {
+            signal.SIGCHLD: self.reap_workers,
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_int,
+            signal.SIGQUIT: self.handle_quit,
+            signal.SIGHUP: self.handle_hup,
+            signal.SIGTTIN: self.handle_ttin,
+            signal.SIGTTOU: self.handle_ttou,
+            signal.SIGUSR1: self.handle_usr1,
+        }.get(signal.Signals(sig))
+        if handler is not None:
+            handler()
+        self.reconcile()
+
+    def handle_term(self) -> None:
+        logger.info("Received SIGTERM: draining workers (up to %ss)", self.config.timeout_graceful)
+        self.begin_stop(fast=False)
+
+    def handle_int(self) -> None:
+        if self.stopping:
+            logger.warning("Received SIGINT again: forcing exit")
+            self.begin_stop(fast=True)
+        else:
+            logger.info("Received SIGINT: draining workers (press Ctrl-C again to force)")
+            self.begin_stop(fast=False)
+
+    def handle_quit(self) -> None:
+        logger.info("Received SIGQUIT: fast shutdown")
+        self.begin_stop(fast=True)
+
+    def handle_hup(self) -> None:
+        if self.stopping:
+            return
+        if self.on_hup is not None:
+            self.on_hup(self)
+        self.generation += 1
+        live = [w for w in self.workers.values() if w.live]
+        for worker in live:
+            worker.retire_reason = RecycleReason.RELOAD
+        logger.info(
+            "Received SIGHUP: rolling restart of %d worker(s), %d at a time (generation %d)",
+            len(live),
+            self.config.restart_batch,
+            self.generation,
+        )
+
+    def handle_ttin(self) -> None:
+        self.target += 1
+        logger.info("Received SIGTTIN: scaling to %d workers", self.target)
+
+    def handle_ttou(self) -> None:
+        self.target = max(1, self.target - 1)
+        logger.info("Received SIGTTOU: scaling to %d workers", self.target)
+
+    def handle_usr1(self) -> None:
+        self.hooks.call("reopen_logs", self)
+
+    # Stop --------------------------------------------------------------------
+
+    def begin_stop(self, *, fast: bool) -> None:
+        now = time.monotonic()
+        first = self.stopping is None
+        if not first and (self.stopping == "fast" or not fast):
+            return
+        self.stopping = "fast" if fast else "graceful"
+        if first:
+            for sock in self.listeners:
+                sock.close()  # refuse new connections now; workers hold their own copies
+        timeout = FAST_STOP_SECONDS if fast else self.config.timeout_graceful + DRAIN_MARGIN
+        self.stop_deadline = now + timeout
+        for worker in self.workers.values():
+            if fast:
+                worker.drain_reason = worker.drain_reason or RecycleReason.SHUTDOWN
+                if worker.state is not WorkerState.DRAINING:
+                    worker.transition(WorkerState.DRAINING)
+                self._signal(worker, signal.SIGQUIT)
+            else:
+                self.drain_worker(worker, RecycleReason.SHUTDOWN)
+
+    def _stop_step(self) -> None:
+        if not self.workers:
+            self.hooks.call("on_exit", self)
+            self._done.set()
+            return
+        if time.monotonic() > self.stop_deadline:
+            left = [w for w in self.workers.values() if not w.kill_sent]
+            if left:
+                logger.error(
+                    "%d worker(s) did not stop in time; killing them (%d request(s) abandoned)",
+                    len(left),
+                    sum(w.in_flight for w in left),
+                )
+                self.exit_code = self.exit_code or EXIT_ERROR
+            for worker in left:
+                self._kill(worker)

@@ -1,0 +1,351 @@
+"""Command line: flags, ``SUPERVISOR_*`` environment variables and config files -> Config.
+
+Precedence, highest first: command line, environment, config file, defaults.
+Every option has an environment variable named ``SUPERVISOR_`` + the option
+in upper case with dashes as underscores (``--max-requests`` ->
+``SUPERVISOR_MAX_REQUESTS``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from supervisor import __version__
+from supervisor.config import ENV_PREFIX, LIST_FIELDS, make_config
+from supervisor.errors import EXIT_USAGE, ConfigError
+
+CMD_ARGS_ENV = "SUPERVISOR_CMD_ARGS"
+BOOL_FIELDS = frozenset(
+    {
+        "factory",
+        "reuse_port",
+        "preload",
+        "reload",
+        "access_log",
+        "proxy_headers",
+        "server_header",
+        "date_header",
+    }
+)
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class Option:
+    flags: tuple[str, ...]
+    field: str
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    negative: str | None = None  # e.g. "--no-access-log" for boolean options
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(("-w", "--workers"), "workers", "Worker processes, or 'auto' (CPU quota). [1]", "N"),
+    Option(("--host",), "host", "Address to bind to. [127.0.0.1]", "HOST"),
+    Option(("--port",), "port", "Port to bind to; 0 picks a free one. [8000]", "PORT"),
+    Option(
+        ("-b", "--bind"),
+        "bind",
+        "Listen on HOST:PORT, [::1]:PORT, unix:PATH or fd://N; repeatable."
+        " Overrides --host/--port.",
+        "ADDRESS",
+    ),
+    Option(("--uds",), "uds", "Listen on this Unix domain socket.", "PATH"),
+    Option(
+        ("--reuse-port",),
+        "reuse_port",
+        "One SO_REUSEPORT socket per worker (kernel load balancing) instead of one shared socket.",
+    ),
+    Option(("--backlog",), "backlog", "Listen backlog. [2048]", "N"),
+    Option(("--factory",), "factory", "APP is a factory: call it to get the ASGI app."),
+    Option(("--app-dir",), "app_dir", "Look for APP in this directory. [.]", "DIR"),
+    Option(
+        ("--max-requests",), "max_requests", "Recycle a worker after N requests; 0 = never.", "N"
+    ),
+    Option(
+        ("--max-requests-jitter",),
+        "max_requests_jitter",
+        "Add random(0..J) to each worker's --max-requests.",
+        "J",
+    ),
+    Option(
+        ("--max-memory",),
+        "max_memory",
+        "Recycle a worker whose RSS passes SIZE (512MiB, 1G, 300MB) or 'auto'.",
+        "SIZE",
+    ),
+    Option(
+        ("--max-memory-total",),
+        "max_memory_total",
+        "Recycle the largest worker when all workers' RSS passes SIZE.",
+        "SIZE",
+    ),
+    Option(("--max-lifetime",), "max_lifetime", "Recycle a worker after this age.", "SECONDS"),
+    Option(
+        ("--max-lifetime-jitter",),
+        "max_lifetime_jitter",
+        "Random extra lifetime per worker. [a tenth of --max-lifetime]",
+        "SECONDS",
+    ),
+    Option(
+        ("--timeout-worker", "--timeout", "-t"),
+        "timeout_worker",
+        "Kill and replace a worker whose event loop is silent this long. [30]",
+        "SECONDS",
+    ),
+    Option(
+        ("--timeout-boot",),
+        "timeout_boot",
+        "Kill a worker that is not serving this long after it started. [60]",
+        "SECONDS",
+    ),
+    Option(
+        ("--timeout-graceful", "--graceful-timeout"),
+        "timeout_graceful",
+        "On stop or recycle, wait this long for in-flight requests. [30]",
+        "SECONDS",
+    ),
+    Option(
+        ("--timeout-keep-alive", "--keep-alive", "--keepalive"),
+        "timeout_keep_alive",
+        "Close idle keep-alive connections after this; keep it above your load balancer's"
+        " idle timeout. [5]",
+        "SECONDS",
+    ),
+    Option(
+        ("--restart-batch",),
+        "restart_batch",
+        "Workers replaced at a time in a rolling restart. [1]",
+        "N",
+    ),
+    Option(("--preload",), "preload", "Import the app once in the supervisor, before forking."),
+    Option(
+        ("--max-concurrent",),
+        "max_concurrent",
+        "Per-worker in-flight limit; above it answer 503 with Retry-After.",
+        "N",
+    ),
+    Option(("--instance-id",), "instance_id", "Instance name in headers, logs and metrics.", "ID"),
+    Option(
+        ("--instance-header",),
+        "instance_header",
+        "Response header carrying the instance id. [X-Instance-Id]",
+        "NAME",
+    ),
+    Option(
+        ("--health-path",),
+        "health_paths",
+        "Paths that bypass --max-concurrent; repeatable. [/health /ready /metrics]",
+        "PATH",
+    ),
+    Option(
+        ("--slow-request-ms",),
+        "slow_request_ms",
+        "Log requests slower than this as warnings.",
+        "MS",
+    ),
+    Option(
+        ("--metrics-bind",),
+        "metrics_bind",
+        "Serve Prometheus metrics (all workers) on HOST:PORT.",
+        "ADDRESS",
+    ),
+    Option(
+        ("--metrics-path",), "metrics_path", "Also serve metrics at PATH on the app port.", "PATH"
+    ),
+    Option(
+        ("--control-socket",),
+        "control_socket",
+        "Unix socket for `supervisor status`. [beside --pid]",
+        "PATH",
+    ),
+    Option(("--reload",), "reload", "Restart workers when source files change (development)."),
+    Option(("--reload-dir",), "reload_dirs", "Directory to watch; repeatable. [APP dir]", "DIR"),
+    Option(("--reload-include",), "reload_includes", "Glob to watch; repeatable. [*.py]", "GLOB"),
+    Option(("--reload-exclude",), "reload_excludes", "Glob to ignore; repeatable.", "GLOB"),
+    Option(("--reload-delay",), "reload_delay", "Debounce for --reload. [0.1]", "SECONDS"),
+    Option(("--pid", "-p"), "pid", "Write the supervisor's pid to this file.", "FILE"),
+    Option(
+        ("--log-level",),
+        "log_level",
+        "Log level. [info]",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+    ),
+    Option(("--log-format",), "log_format", "Log format. [text]", choices=("text", "json")),
+    Option(
+        ("--log-file", "--error-logfile"),
+        "log_file",
+        "Write logs to FILE instead of stderr ('-' = stderr); SIGUSR1 reopens it.",
+        "FILE",
+    ),
+    Option(
+        ("--access-log",),
+        "access_log",
+        "Log every request. [on]",
+        negative="--no-access-log",
+    ),
+    Option(
+        ("--proxy-headers",),
+        "proxy_headers",
+        "Trust X-Forwarded-For/-Proto from --forwarded-allow-ips. [on]",
+        negative="--no-proxy-headers",
+    ),
+    Option(
+        ("--forwarded-allow-ips",),
+        "forwarded_allow_ips",
+        "Comma-separated IPs/networks trusted for proxy headers, or '*'. [127.0.0.1]",
+        "IPS",
+    ),
+    Option(("--root-path",), "root_path", "ASGI root_path for apps behind a path prefix.", "PATH"),
+    Option(("--loop",), "loop", "Event loop: auto, asyncio, uvloop or module:factory. [auto]"),
+    Option(("--http",), "http", "HTTP implementation: auto, h11 or httptools. [auto]"),
+    Option(("--ws",), "ws", "WebSocket implementation: auto, none, websockets, wsproto. [auto]"),
+    Option(
+        ("--lifespan",),
+        "lifespan",
+        "ASGI lifespan: auto, on or off. [auto]",
+        choices=("auto", "on", "off"),
+    ),
+    Option(
+        ("--env-file",),
+        "env_file",
+        "Load environment variables from FILE (re-read on HUP).",
+        "FILE",
+    ),
+    Option(
+        ("--server-header",),
+        "server_header",
+        "Send a Server header. [on]",
+        negative="--no-server-header",
+    ),
+    Option(
+        ("--date-header",), "date_header", "Send a Date header. [on]", negative="--no-date-header"
+    ),
+)
+_BY_FIELD = {option.field: option for option in OPTIONS}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, not a usage block: the user can ask for --help.
+        self.exit(EXIT_USAGE, f"supervisor: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="python -m supervisor",
+        description="Run an ASGI app with N Uvicorn workers on one shared socket: recycling,"
+        " zero-drop restarts (SIGHUP), graceful drain (SIGTERM).",
+        epilog=f"Every option can also be set with an environment variable: {ENV_PREFIX}"
+        "<OPTION> (e.g. SUPERVISOR_MAX_REQUESTS=1000). Precedence: flags > environment >"
+        " --config file > defaults. Exit codes: 0 clean stop, 1 error, 2 usage,"
+        " 3 worker boot failure, 4 app load failure.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("app", nargs="?", metavar="APP", help='The ASGI app, "module:attribute".')
+    parser.add_argument(
+        "-c",
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="A gunicorn-style Python config file.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    for option in OPTIONS:
+        kwargs: dict[str, Any] = {"dest": option.field, "help": option.help}
+        if option.field in BOOL_FIELDS:
+            parser.add_argument(*option.flags, action="store_true", **kwargs)
+            if option.negative:
+                parser.add_argument(
+                    option.negative, action="store_false", dest=option.field, help=argparse.SUPPRESS
+                )
+            continue
+        if option.field in LIST_FIELDS:
+            kwargs["action"] = "append"
+        if option.choices:
+            kwargs["choices"] = option.choices
+        parser.add_argument(*option.flags, metavar=option.metavar, **kwargs)
+    return parser
+
+
+def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Settings from SUPERVISOR_* variables (strings, coerced by make_config)."""
+    settings: dict[str, Any] = {}
+    for field in _BY_FIELD:
+        name = ENV_PREFIX + field.upper()
+        if name not in environ:
+            continue
+        raw = environ[name]
+        if field in BOOL_FIELDS:
+            lowered = raw.strip().lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ConfigError(f"{name}={raw!r}: use true or false.")
+            settings[field] = lowered in _TRUE
+        else:
+            settings[field] = raw
+    if "SUPERVISOR_APP" in environ:
+        settings["app"] = environ["SUPERVISOR_APP"]
+    return settings
+
+
+def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Later layers win; list settings from a higher layer replace, never append."""
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update({key: value for key, value in layer.items() if value is not None})
+    return merged
+
+
+@dataclass
+class Invocation:
+    """What the command line asked for, resolved."""
+
+    settings: dict[str, Any]
+    config_file: str | None
+    file_settings: dict[str, Any]
+    hooks: dict[str, Any]
+    warnings: list[str]
+
+
+def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
+    parser = build_parser()
+    extra = shlex.split(environ.get(CMD_ARGS_ENV, ""))
+    namespace = vars(parser.parse_args([*extra, *argv]))
+    config_file = namespace.pop("config_file", None) or environ.get(ENV_PREFIX + "CONFIG")
+    file_settings: dict[str, Any] = {}
+    hooks: dict[str, Any] = {}
+    warnings: list[str] = []
+    if config_file:
+        from supervisor import config_file as config_file_module  # noqa: PLC0415
+
+        loaded = config_file_module.load(config_file)
+        file_settings, hooks, warnings = loaded.settings, loaded.hooks, loaded.warnings
+    settings = merge_settings(file_settings, env_settings(environ), namespace)
+    return Invocation(settings, config_file, file_settings, hooks, warnings)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["status"]:
+        from supervisor import control  # noqa: PLC0415
+
+        sys.exit(control.status_main(args[1:]))
+    from supervisor.runner import run_config  # noqa: PLC0415
+
+    try:
+        invocation = parse(args, os.environ)
+        config = make_config(invocation.settings)
+        if not config.app:
+            raise ConfigError('Give the app to run, e.g. "python -m supervisor app.main:app".')
+    except ConfigError as exc:
+        sys.stderr.write(f"supervisor: error: {exc}\n")
+        sys.exit(exc.exit_code)
+    sys.exit(run_config(config, invocation=invocation))

@@ -1,0 +1,218 @@
+"""The supervisor's configuration: one typed, validated value built from any source.
+
+Every source (command line, ``SUPERVISOR_*`` environment, gunicorn-style config
+file, the Python API) produces a plain mapping of setting name -> raw value;
+:func:`make_config` turns that into a :class:`Config` or raises one
+:class:`~supervisor.errors.ConfigError` that names the option and says how to
+fix it. All validation lives here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from supervisor.errors import ConfigError
+
+ENV_PREFIX = "SUPERVISOR_"
+
+NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
+PosInt = Annotated[int, msgspec.Meta(ge=1)]
+NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
+PosFloat = Annotated[float, msgspec.Meta(gt=0)]
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
+LogFormat = Literal["text", "json"]
+Lifespan = Literal["auto", "on", "off"]
+
+DEFAULT_HEALTH_PATHS = ("/health", "/ready", "/metrics")
+
+
+class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    """Everything the supervisor and its workers need to know, validated."""
+
+    app: str = ""
+    factory: bool = False
+    app_dir: str = "."
+
+    workers: PosInt = 1
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    bind: list[str] = msgspec.field(default_factory=list)
+    uds: str | None = None
+    reuse_port: bool = False
+    backlog: PosInt = 2048
+
+    max_requests: NonNegInt = 0
+    max_requests_jitter: NonNegInt = 0
+    max_memory: NonNegInt | None = None
+    max_memory_total: NonNegInt | None = None
+    max_lifetime: NonNegFloat = 0.0
+    max_lifetime_jitter: NonNegFloat | None = None
+    timeout_worker: PosFloat = 30.0
+    timeout_boot: PosFloat = 60.0
+    timeout_graceful: NonNegFloat = 30.0
+    timeout_keep_alive: PosFloat = 5.0
+    restart_batch: PosInt = 1
+    preload: bool = False
+
+    max_concurrent: PosInt | None = None
+    instance_id: str | None = None
+    instance_header: str = "X-Instance-Id"
+    health_paths: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_HEALTH_PATHS))
+    slow_request_ms: NonNegFloat | None = None
+    metrics_bind: str | None = None
+    metrics_path: str | None = None
+    control_socket: str | None = None
+
+    reload: bool = False
+    reload_dirs: list[str] = msgspec.field(default_factory=list)
+    reload_includes: list[str] = msgspec.field(default_factory=list)
+    reload_excludes: list[str] = msgspec.field(default_factory=list)
+    reload_delay: NonNegFloat = 0.1
+
+    pid: str | None = None
+    log_level: LogLevel = "info"
+    log_format: LogFormat = "text"
+    log_file: str | None = None
+    access_log: bool = True
+    proxy_headers: bool = True
+    forwarded_allow_ips: str | None = None
+    root_path: str = ""
+    loop: str = "auto"
+    http: str = "auto"
+    ws: str = "auto"
+    lifespan: Lifespan = "auto"
+    env_file: str | None = None
+    server_header: bool = True
+    date_header: bool = True
+
+    def __post_init__(self) -> None:
+        if self.app and ":" not in self.app:
+            raise ConfigError(
+                f'APP must be "module:attribute" (for example "app.main:app"), got "{self.app}".'
+            )
+        if self.max_requests_jitter and not self.max_requests:
+            raise ConfigError("--max-requests-jitter needs --max-requests to be set.")
+        if self.max_lifetime_jitter and not self.max_lifetime:
+            raise ConfigError("--max-lifetime-jitter needs --max-lifetime to be set.")
+        if not self.instance_header or not _HEADER_NAME.fullmatch(self.instance_header):
+            raise ConfigError(f'--instance-header "{self.instance_header}" is not a header name.')
+
+    @property
+    def lifetime_jitter(self) -> float:
+        """Jitter for --max-lifetime; a tenth of it by default so workers age apart."""
+        if self.max_lifetime_jitter is not None:
+            return self.max_lifetime_jitter
+        return self.max_lifetime / 10
+
+    def setting_names(self) -> tuple[str, ...]:
+        return self.__struct_fields__
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+FIELD_NAMES: frozenset[str] = frozenset(Config.__struct_fields__)
+LIST_FIELDS = frozenset(
+    {"bind", "reload_dirs", "reload_includes", "reload_excludes", "health_paths"}
+)
+SIZE_FIELDS = frozenset({"max_memory", "max_memory_total"})
+
+_SIZE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*")
+_SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
+
+
+def parse_size(text: str) -> int:
+    """Parse "512MiB", "1G", "300MB", "1.5g" or a plain byte count into bytes.
+
+    Binary units (KiB, MiB, GiB and the bare K, M, G that ops tools use) are
+    powers of 1024; decimal units with a B (KB, MB, GB) are powers of 1000.
+    """
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f'"{text}" is not a size; use a number with a unit like 512MiB or 1G')
+    number, unit, binary, byte_suffix = match.groups()
+    power = _SIZE_POWERS[unit.lower()]
+    base = 1000 if (byte_suffix and not binary and power) else 1024
+    return int(float(number) * base**power)
+
+
+def format_size(size: int) -> str:
+    """Render bytes the way people read memory: "512.0 MiB"."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{size} B"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def option_name(field: str) -> str:
+    """The command-line flag for a setting, for error messages."""
+    return "--" + field.replace("_", "-")
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def resolve_auto_workers() -> int:
+    """`--workers auto`: one worker per CPU this container may use."""
+    from supervisor import cgroups  # noqa: PLC0415 - only needed for "auto"
+
+    return cgroups.auto_workers(cgroups.cpu_limit(), os.cpu_count() or 1)
+
+
+def _coerce(field: str, value: Any, auto_workers: Callable[[], int]) -> Any:
+    if field in SIZE_FIELDS and isinstance(value, str):
+        if value.strip().lower() in ("", "0", "none", "off"):
+            return None
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise ConfigError(f"{option_name(field)}: {exc}.") from exc
+    if field == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
+        return auto_workers()
+    if field in LIST_FIELDS and isinstance(value, str):
+        return [item for item in re.split(r"[,\s]+", value) if item]
+    return value
+
+
+def make_config(
+    values: Mapping[str, Any], *, auto_workers: Callable[[], int] = resolve_auto_workers
+) -> Config:
+    """Validate a mapping of settings (raw strings allowed) into a :class:`Config`."""
+    cleaned: dict[str, Any] = {}
+    for field, value in values.items():
+        if field not in FIELD_NAMES:
+            raise ConfigError(f'Unknown setting "{field}".')
+        if value is None:
+            continue
+        cleaned[field] = _coerce(field, value, auto_workers)
+    try:
+        return msgspec.convert(cleaned, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_describe_validation_error(exc, cleaned)) from exc
+
+
+def _describe_validation_error(exc: msgspec.ValidationError, values: Mapping[str, Any]) -> str:
+    text = str(exc)
+    # msgspec reports "Expected `int` >= 1, got `str` - at `$.workers`".
+    match = re.search(r"- at `\$\.(\w+)", text)
+    if match is None:
+        return text
+    field = match.group(1)
+    problem = text[: match.start()].strip()
+    problem = problem.replace("`", "").replace("Expected", "expected")
+    got = values.get(field)
+    return f"{option_name(field)}: {problem}; got {got!r}."
+
+
+def replace(config: Config, **changes: Any) -> Config:
+    """A copy of ``config`` with some settings changed, validated again."""
+    return make_config({**msgspec.structs.asdict(config), **changes})

@@ -1,0 +1,175 @@
+"""From a validated Config to a running supervisor: environment, listeners, preload, loop."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from supervisor import __version__, logs, sockets
+from supervisor.arbiter import Arbiter
+from supervisor.config import Config, format_size, replace
+from supervisor.errors import AppLoadError, ConfigError, SupervisorError
+from supervisor.hooks import Hooks
+
+if TYPE_CHECKING:
+    from supervisor.cli import Invocation
+
+logger = logging.getLogger("supervisor")
+
+# Imported before forking so a new worker only imports the app itself:
+# respawns take tens of milliseconds instead of hundreds.
+WORKER_MODULES = (
+    "uvicorn.protocols.http.httptools_impl",
+    "uvicorn.protocols.http.h11_impl",
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.auto",
+    "uvicorn.middleware.proxy_headers",
+    "uvloop",
+)
+
+
+class EnvFile:
+    """--env-file: loaded before forking, re-read on SIGHUP.
+
+    Variables already in the real environment at start win over the file,
+    as with uvicorn; variables that came from the file follow its changes.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self.owned: set[str] = set()
+
+    def load(self) -> None:
+        if not self.path:
+            return
+        from dotenv import dotenv_values  # noqa: PLC0415 - a uvicorn[standard] dependency
+
+        if not Path(self.path).is_file():
+            raise ConfigError(f"--env-file {self.path}: no such file.")
+        try:
+            values = dotenv_values(self.path)
+        except OSError as exc:
+            raise ConfigError(f"--env-file {self.path}: {exc.strerror or exc}.") from exc
+        for key, value in values.items():
+            if value is None or (key in os.environ and key not in self.owned):
+                continue
+            os.environ[key] = value
+            self.owned.add(key)
+
+
+def preload_app(config: Config) -> Any:
+    from supervisor.worker import AppLoadFailure, load_app  # noqa: PLC0415
+
+    try:
+        return load_app(config)
+    except AppLoadFailure as exc:
+        raise AppLoadError(str(exc)) from exc
+
+
+def open_listeners(config: Config) -> list[socket.socket]:
+    specs = sockets.bind_specs(config.bind, config.host, config.port, config.uds, dict(os.environ))
+    opened: list[socket.socket] = []
+    try:
+        for spec in specs:
+            opened.append(sockets.open_listener(spec, backlog=config.backlog))
+    except SupervisorError:
+        for sock in opened:
+            sock.close()
+        raise
+    return opened
+
+
+def _preimport_worker_modules(config: Config) -> None:
+    for name in WORKER_MODULES:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+
+
+def _write_pid(path: str | None) -> None:
+    if path:
+        try:
+            Path(path).write_text(f"{os.getpid()}\n")
+        except OSError as exc:
+            raise ConfigError(f"--pid {path}: cannot write it ({exc.strerror or exc}).") from exc
+
+
+def _log_start(config: Config, listeners: list[socket.socket]) -> None:
+    logger.info("Starting supervisor %s (pid %d) for %s", __version__, os.getpid(), config.app)
+    for sock in listeners:
+        logger.info("Listening at %s", sockets.describe(sock))
+    limits = []
+    if config.max_requests:
+        limits.append(f"max-requests {config.max_requests}+{config.max_requests_jitter}")
+    if config.max_memory:
+        limits.append(f"max-memory {format_size(config.max_memory)}")
+    if config.max_lifetime:
+        limits.append(f"max-lifetime {config.max_lifetime:.0f}s")
+    logger.info("Using %d worker(s)%s", config.workers, f" ({', '.join(limits)})" if limits else "")
+
+
+def prepare(config: Config) -> Config:
+    """Settings that depend on this process: the instance id defaults to hostname-pid."""
+    if not config.instance_id:
+        config = replace(config, instance_id=f"{socket.gethostname()}-{os.getpid()}")
+    return config
+
+
+def run_config(
+    config: Config, *, invocation: Invocation | None = None, app: Any | None = None
+) -> int:
+    """Run the supervisor until it stops; the process exit code."""
+    config = prepare(config)
+    logs.configure(config)
+    for warning in invocation.warnings if invocation else ():
+        logger.warning("%s", warning)
+    env_file = EnvFile(config.env_file)
+    listeners: list[socket.socket] = []
+    try:
+        env_file.load()
+        app_dir = str(Path(config.app_dir).resolve())
+        if app_dir not in sys.path:
+            sys.path.insert(0, app_dir)
+        listeners = open_listeners(config)
+        preloaded = app if app is not None else (preload_app(config) if config.preload else None)
+        _preimport_worker_modules(config)
+        _write_pid(config.pid)
+    except SupervisorError as exc:
+        logger.error("%s", exc)
+        for sock in listeners:
+            sock.close()
+        return exc.exit_code
+
+    _log_start(config, listeners)
+    hooks = Hooks(invocation.hooks if invocation else None)
+    hooks.call("on_starting", None)
+
+    def on_hup(arbiter: Arbiter) -> None:
+        try:
+            env_file.load()
+        except ConfigError as exc:
+            logger.error("Reload: %s Keeping the previous environment.", exc)
+        hooks.call("on_reload", arbiter)
+
+    arbiter = Arbiter(config, listeners, preloaded_app=preloaded, hooks=hooks, on_hup=on_hup)
+    try:
+        code = anyio.run(arbiter.run)
+    finally:
+        _cleanup(config)
+    logger.info("Supervisor %d stopped (exit code %d)", os.getpid(), code)
+    return code
+
+
+def _cleanup(config: Config) -> None:
+    paths = [config.pid, config.uds, *(b[5:] for b in config.bind if b.startswith("unix:"))]
+    for path in paths:
+        if path:
+            with contextlib.suppress(OSError):
+                Path(path).unlink()

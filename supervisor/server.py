@@ -1,0 +1,225 @@
+"""The worker's uvicorn Server: readiness, event-loop heartbeats and a zero-drop drain.
+
+uvicorn's own shutdown closes idle keep-alive connections at once, racing
+with clients that are about to reuse them: that race is where Gunicorn and
+``uvicorn --workers`` lose requests on every restart. Here a draining worker
+stops accepting, answers the next request on each open connection with
+``Connection: close``, closes connections that stay idle only after a grace
+window, lets in-flight requests and streams finish, and only then exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from supervisor.channel import Heartbeat, Ready, WorkerChannel
+
+logger = logging.getLogger("supervisor.worker")
+
+HEARTBEAT_EVERY_TICKS = 10  # uvicorn ticks every 0.1 s; beat at least once a second
+ORPHAN_DRAIN_SECONDS = 1.0
+DRAIN_POLL_SECONDS = 0.05
+
+
+class DrainState:
+    """Shared by the server and the ASGI wrapper: are we draining?"""
+
+    __slots__ = ("draining", "hooks")
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.hooks: list[Callable[[], Any]] = []
+
+
+class CloseConnectionsWhenDraining:
+    """Outermost ASGI layer: while draining, every response asks the client to
+    close the connection, so keep-alive clients move to a sibling worker
+    without ever having a request cut. Costs one attribute check per request."""
+
+    __slots__ = ("app", "state")
+
+    def __init__(self, app: Any, state: DrainState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.state.draining or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_close(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = [
+                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
+                ]
+                headers.append((b"connection", b"close"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_close)
+
+
+class WorkerServer(uvicorn.Server):
+    """uvicorn.Server that reports to the supervisor and drains without drops."""
+
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        *,
+        channel: WorkerChannel,
+        drain: DrainState,
+        supervisor_pid: int,
+        idle_grace: float,
+        graceful: float,
+        stats: Callable[[], dict[str, float] | None] | None = None,
+    ) -> None:
+        super().__init__(config)
+        self.channel = channel
+        self.drain = drain
+        self.supervisor_pid = supervisor_pid
+        self.idle_grace = idle_grace
+        self.graceful = graceful
+        self.stats = stats
+        self.boot_started = time.monotonic()
+        self.drain_clean = True
+        self._last_reported = -1
+
+    # Signals ---------------------------------------------------------------
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # The supervisor coordinates shutdown: TERM drains, QUIT is fast, and a
+        # terminal's Ctrl-C (sent to the whole process group) is left to it.
+        previous = {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_term),
+            signal.SIGQUIT: signal.signal(signal.SIGQUIT, self._handle_quit),
+            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        }
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _handle_term(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+
+    def _handle_quit(self, sig: int, frame: FrameType | None) -> None:
+        self.should_exit = True
+        self.force_exit = True
+
+    # Startup and liveness --------------------------------------------------
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            boot_ms = (time.monotonic() - self.boot_started) * 1000
+            self.channel.send(Ready(boot_ms=boot_ms))
+
+    async def on_tick(self, counter: int) -> bool:
+        should_exit = await super().on_tick(counter)
+        if os.getppid() != self.supervisor_pid and not self.should_exit:
+            logger.warning(
+                "Supervisor %d is gone; worker %d exits", self.supervisor_pid, os.getpid()
+            )
+            self.graceful = min(self.graceful, ORPHAN_DRAIN_SECONDS)
+            self.should_exit = should_exit = True
+        requests = self.server_state.total_requests
+        if requests != self._last_reported or counter % HEARTBEAT_EVERY_TICKS == 0:
+            self._last_reported = requests
+            self.send_heartbeat()
+        return should_exit
+
+    def send_heartbeat(self) -> None:
+        state = self.server_state
+        self.channel.send(
+            Heartbeat(
+                requests=state.total_requests,
+                in_flight=len(state.tasks),
+                connections=len(state.connections),
+                draining=self.drain.draining,
+                stats=self.stats() if self.stats is not None else None,
+            )
+        )
+
+    # Drain -----------------------------------------------------------------
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        state = self.server_state
+        self.drain.draining = True
+        logger.info(
+            "Worker %d draining: %d connection(s), %d request(s) in flight",
+            os.getpid(),
+            len(state.connections),
+            len(state.tasks),
+        )
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        await self._run_drain_hooks()
+        self.send_heartbeat()
+
+        graceful = self.graceful
+        deadline = loop.time() + graceful
+        idle_close_at = loop.time() + min(self.idle_grace, graceful)
+        for connection in list(state.connections):
+            if not _is_idle(connection):
+                connection.shutdown()  # finish the current response, then close
+        idle_closed = False
+        while (state.connections or state.tasks) and not self.force_exit:
+            now = loop.time()
+            if now >= deadline:
+                break
+            if not idle_closed and now >= idle_close_at:
+                idle_closed = True
+                for connection in list(state.connections):
+                    if _is_idle(connection):
+                        connection.shutdown()
+            await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+        if state.tasks and not self.force_exit:
+            self.drain_clean = False
+            logger.error(
+                "Worker %d: graceful timeout (%.1fs) exceeded; cancelling %d request(s)",
+                os.getpid(),
+                graceful,
+                len(state.tasks),
+            )
+            for task in list(state.tasks):
+                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+            await asyncio.sleep(0)
+        for connection in list(state.connections):
+            connection.shutdown()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+    async def _run_drain_hooks(self) -> None:
+        for hook in self.drain.hooks:
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    await asyncio.wait_for(result, timeout=1.0)
+            except Exception:
+                logger.exception("The application's on_drain hook failed")
+
+
+def _is_idle(connection: Any) -> bool:
+    """An HTTP connection between requests (websockets and others are never idle)."""
+    if not hasattr(connection, "cycle"):
+        return False
+    cycle = connection.cycle
+    return cycle is None or bool(cycle.response_complete)
