@@ -17,19 +17,21 @@ import random
 import signal
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import anyio
 import psutil
 from anyio.abc import TaskGroup
 
+from supervisor import control, logs, metrics, policy, reload, sockets
 from supervisor import hooks as hooks_module
-from supervisor import policy
 from supervisor.channel import BootFailure, Heartbeat, Message, Ready, make_pair, read_messages
 from supervisor.config import Config, format_size
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
 from supervisor.exits import describe_status, exit_code, reap_children
 from supervisor.lifecycle import RecycleReason, WorkerRecord, WorkerState
+from supervisor.reload import ReloadErrorApp
 from supervisor.worker import run_worker
 
 logger = logging.getLogger("supervisor")
@@ -61,16 +63,21 @@ class Arbiter:
         preloaded_app: Any | None = None,
         hooks: hooks_module.Hooks | None = None,
         on_hup: Any | None = None,
+        metrics_listener: socket.socket | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
         self.preloaded_app = preloaded_app
         self.hooks = hooks or hooks_module.Hooks()
         self.on_hup = on_hup
+        self.metrics_listener = metrics_listener
         self.pid = os.getpid()
         self.target = config.workers
         self.generation = 1
         self.workers: dict[int, WorkerRecord] = {}
+        self.announced_ready = False
+        self.batch = config.restart_batch
+        self.reload_error: str | None = None  # --reload: why no worker can load the app
         self.rng = random.Random()
         self.exit_code = EXIT_OK
         self.stopping: str | None = None  # None, "graceful" or "fast"
@@ -95,10 +102,31 @@ class Arbiter:
             self._tg = tg
             tg.start_soon(self._watch_signals)
             tg.start_soon(self._tick)
+            if self.config.reload:
+                tg.start_soon(reload.watch, self.config, self.handle_source_change)
+            control_sock = control.open_control_socket(self.control_path)
+            if control_sock is not None:
+                handlers = {"status": self.status, "metrics": self.metrics_reply}
+                tg.start_soon(control.serve, control_sock, handlers)
+            if self.metrics_listener is not None:
+                tg.start_soon(metrics.serve, self.metrics_listener, self.metrics_text)
             self.reconcile()
             await self._done.wait()
             tg.cancel_scope.cancel()
         return self.exit_code
+
+    @property
+    def control_path(self) -> Path:
+        return control.socket_path(self.config, self.pid)
+
+    def status(self) -> control.Status:
+        return control.build_status(self, time.monotonic())
+
+    def metrics_text(self) -> str:
+        return metrics.render(self, time.monotonic())
+
+    def metrics_reply(self) -> control.MetricsReply:
+        return control.MetricsReply(metrics=self.metrics_text())
 
     def reconcile(self) -> None:
         """Decide what the pool needs now and act on it."""
@@ -109,7 +137,7 @@ class Arbiter:
         decision = policy.plan(
             list(self.workers.values()),
             self.target,
-            self.config.restart_batch,
+            self.batch,
             may_spawn=now >= self.spawn_not_before,
         )
         for worker, reason in decision.drain:
@@ -128,21 +156,31 @@ class Arbiter:
             self.config.lifetime_jitter,
             self.rng,
         )
+        try:
+            listeners = self._listeners_for_worker()
+        except OSError as exc:
+            self._note_crash(time.monotonic())
+            logger.error("Cannot open a --reuse-port listener (%s); retrying with backoff", exc)
+            return False
+        own = [sock for sock in listeners if sock not in self.listeners]
         parent_end, child_end = make_pair()
         self.hooks.call("pre_fork", self)
         try:
             pid = os.fork()
         except OSError as exc:
-            parent_end.close()
-            child_end.close()
+            for sock in (parent_end, child_end, *own):
+                sock.close()
             self._note_crash(time.monotonic())
             logger.error("Cannot fork a worker (%s); retrying with backoff", exc.strerror or exc)
             return False
         if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
             parent_end.close()
             self.hooks.call("post_fork", self)
-            run_worker(self.config, self.listeners, child_end, self.pid, self.preloaded_app)
+            app = ReloadErrorApp(self.reload_error) if self.reload_error else self.preloaded_app
+            run_worker(self.config, listeners, child_end, self.pid, app)
         child_end.close()
+        for sock in own:  # the worker's own accept queue dies with the worker
+            sock.close()
         now = time.monotonic()
         worker = WorkerRecord(
             pid=pid,
@@ -152,12 +190,18 @@ class Arbiter:
             max_requests=limits.max_requests,
             max_lifetime=limits.max_lifetime,
             last_beat=now,
+            serves_error=self.reload_error is not None,
         )
         self.workers[pid] = worker
         logger.info("Booting worker %d (generation %d)", pid, self.generation)
         assert self._tg is not None
         self._tg.start_soon(self._read_channel, worker)
         return True
+
+    def _listeners_for_worker(self) -> list[socket.socket]:
+        if not self.config.reuse_port:
+            return self.listeners
+        return sockets.per_worker_listeners(self.listeners, self.config.backlog)
 
     # Watch -------------------------------------------------------------------
 
@@ -208,7 +252,10 @@ class Arbiter:
                 worker.transition(WorkerState.SERVING)
                 worker.serving_at = now
                 logger.info("Worker %d serving (booted in %.0f ms)", worker.pid, message.boot_ms)
-                if all(w.state is not WorkerState.BOOTING for w in self.workers.values()):
+                if not self.announced_ready and all(
+                    w.state is not WorkerState.BOOTING for w in self.workers.values()
+                ):
+                    self.announced_ready = True  # gunicorn calls when_ready once, not per respawn
                     self.hooks.call("when_ready", self)
         elif isinstance(message, Heartbeat):
             worker.requests = message.requests
@@ -354,7 +401,10 @@ class Arbiter:
             self.restarts[reason] = self.restarts.get(reason, 0) + 1
             log = logger.info if reason is not RecycleReason.TIMEOUT else logger.warning
             log("Worker %d stopped (%s, %s, %d requests)", worker.pid, reason, how, worker.requests)
-            if self.stopping and exit_code(status) != EXIT_OK:
+            # A worker stopped while still booting dies of the SIGTERM it had no
+            # handler for yet: nothing was in flight, so that is a clean stop too.
+            stopped_booting = not worker.ever_served and exit_code(status) == -signal.SIGTERM
+            if self.stopping and exit_code(status) != EXIT_OK and not stopped_booting:
                 self.exit_code = self.exit_code or EXIT_ERROR
             return
         if self.stopping:
@@ -365,7 +415,10 @@ class Arbiter:
             return
         self.restarts[RecycleReason.CRASH] = self.restarts.get(RecycleReason.CRASH, 0) + 1
         logger.error("Worker %d died: %s; replacing it", worker.pid, how)
-        self._note_crash(time.monotonic())
+        now = time.monotonic()
+        assert worker.serving_at is not None
+        if policy.in_crash_loop(now - worker.serving_at):
+            self._note_crash(now)
 
     def handle_boot_failure(self, worker: WorkerRecord, status: int) -> None:
         code = exit_code(status)
@@ -375,8 +428,11 @@ class Arbiter:
         if message not in self.boot_error_shown:
             self.boot_error_shown.add(message)
             logger.error("Worker %d failed to boot: %s", worker.pid, message)
+        if self.config.reload:
+            self.keep_serving_after_bad_reload(message)
+            return
         nobody_serving = not any(w.state is WorkerState.SERVING for w in self.workers.values())
-        if nobody_serving and not self.config.reload:
+        if nobody_serving:
             self.exit_code = (
                 EXIT_APP_LOAD_ERROR if code == EXIT_APP_LOAD_ERROR else EXIT_WORKER_BOOT_ERROR
             )
@@ -394,6 +450,21 @@ class Arbiter:
                 "Rolling restart aborted: new workers fail to boot; old workers keep serving"
             )
         self._note_crash(time.monotonic())
+
+    def keep_serving_after_bad_reload(self, message: str) -> None:
+        """--reload: new code that cannot load never takes the port down."""
+        first = self.reload_error is None
+        self.reload_error = message
+        serving = [w for w in self.workers.values() if w.state is WorkerState.SERVING]
+        for worker in serving:
+            # Old workers with working code stay; error pages are refreshed with this error.
+            worker.retire_reason = RecycleReason.RELOAD if worker.serves_error else None
+        if not first:
+            return
+        if any(not w.serves_error for w in serving):
+            logger.error("Reload failed; the running workers keep serving the previous code")
+        else:
+            logger.error("No worker can load the app; answering 503 with the error until fixed")
 
     def _note_crash(self, now: float) -> None:
         self.crash_streak = policy.crash_streak(self.crash_streak, self.last_crash, now)
@@ -443,16 +514,36 @@ class Arbiter:
             return
         if self.on_hup is not None:
             self.on_hup(self)
+        live = self.roll(self.config.restart_batch)
+        logger.info(
+            "Received SIGHUP: rolling restart of %d worker(s), %d at a time (generation %d)",
+            live,
+            self.batch,
+            self.generation,
+        )
+
+    def handle_source_change(self, paths: list[str]) -> None:
+        """--reload: replace every worker at once (development wants speed), new ones first."""
+        if self.stopping:
+            return
+        shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        logger.info("Detected changes in %s; reloading", shown)
+        self.reload_error = None
+        self.boot_error_shown.clear()
+        self.preloaded_app = None  # preloaded code is the old code
+        self.crash_streak = 0
+        self.spawn_not_before = 0.0
+        self.roll(max(self.target, 1))
+        self.reconcile()
+
+    def roll(self, batch: int) -> int:
+        """Start a rolling restart of every live worker; how many will be replaced."""
         self.generation += 1
+        self.batch = batch
         live = [w for w in self.workers.values() if w.live]
         for worker in live:
             worker.retire_reason = RecycleReason.RELOAD
-        logger.info(
-            "Received SIGHUP: rolling restart of %d worker(s), %d at a time (generation %d)",
-            len(live),
-            self.config.restart_batch,
-            self.generation,
-        )
+        return len(live)
 
     def handle_ttin(self) -> None:
         self.target += 1
@@ -463,6 +554,10 @@ class Arbiter:
         logger.info("Received SIGTTOU: scaling to %d workers", self.target)
 
     def handle_usr1(self) -> None:
+        logs.reopen()
+        logger.info("Received SIGUSR1: log files reopened; asking workers to reopen theirs")
+        for worker in self.workers.values():
+            self._signal(worker, signal.SIGUSR1)
         self.hooks.call("reopen_logs", self)
 
     # Stop --------------------------------------------------------------------

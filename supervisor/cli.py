@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,10 +67,13 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--factory",), "factory", "APP is a factory: call it to get the ASGI app."),
     Option(("--app-dir",), "app_dir", "Look for APP in this directory. [.]", "DIR"),
     Option(
-        ("--max-requests",), "max_requests", "Recycle a worker after N requests; 0 = never.", "N"
+        ("--max-requests", "--limit-max-requests"),
+        "max_requests",
+        "Recycle a worker after N requests; 0 = never.",
+        "N",
     ),
     Option(
-        ("--max-requests-jitter",),
+        ("--max-requests-jitter", "--limit-max-requests-jitter"),
         "max_requests_jitter",
         "Add random(0..J) to each worker's --max-requests.",
         "J",
@@ -108,7 +110,7 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
-        ("--timeout-graceful", "--graceful-timeout"),
+        ("--timeout-graceful", "--graceful-timeout", "--timeout-graceful-shutdown"),
         "timeout_graceful",
         "On stop or recycle, wait this long for in-flight requests. [30]",
         "SECONDS",
@@ -128,7 +130,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(("--preload",), "preload", "Import the app once in the supervisor, before forking."),
     Option(
-        ("--max-concurrent",),
+        ("--max-concurrent", "--limit-concurrency"),
         "max_concurrent",
         "Per-worker in-flight limit; above it answer 503 with Retry-After.",
         "N",
@@ -247,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"Every option can also be set with an environment variable: {ENV_PREFIX}"
         "<OPTION> (e.g. SUPERVISOR_MAX_REQUESTS=1000). Precedence: flags > environment >"
         " --config file > defaults. Exit codes: 0 clean stop, 1 error, 2 usage,"
-        " 3 worker boot failure, 4 app load failure.",
+        " 3 worker boot failure, 4 app load failure. Extra arguments can come from"
+        f" {CMD_ARGS_ENV}, or from GUNICORN_CMD_ARGS (gunicorn spellings translated).",
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("app", nargs="?", metavar="APP", help='The ASGI app, "module:attribute".')
@@ -316,18 +319,20 @@ class Invocation:
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
+    from supervisor import config_file as config_file_module  # noqa: PLC0415
+
     parser = build_parser()
-    extra = shlex.split(environ.get(CMD_ARGS_ENV, ""))
-    namespace = vars(parser.parse_args([*extra, *argv]))
+    extra, env_warnings = config_file_module.cmd_args(environ)
+    args, argv_warnings = config_file_module.gunicorn_argv(argv)
+    namespace = vars(parser.parse_args([*extra, *args]))
     config_file = namespace.pop("config_file", None) or environ.get(ENV_PREFIX + "CONFIG")
     file_settings: dict[str, Any] = {}
     hooks: dict[str, Any] = {}
-    warnings: list[str] = []
+    warnings: list[str] = [*env_warnings, *argv_warnings]
     if config_file:
-        from supervisor import config_file as config_file_module  # noqa: PLC0415
-
         loaded = config_file_module.load(config_file)
-        file_settings, hooks, warnings = loaded.settings, loaded.hooks, loaded.warnings
+        file_settings, hooks = loaded.settings, loaded.hooks
+        warnings.extend(loaded.warnings)
     settings = merge_settings(file_settings, env_settings(environ), namespace)
     return Invocation(settings, config_file, file_settings, hooks, warnings)
 

@@ -9,7 +9,6 @@ fix it. All validation lives here.
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
@@ -165,13 +164,22 @@ def resolve_auto_workers() -> int:
     """`--workers auto`: one worker per CPU this container may use."""
     from supervisor import cgroups  # noqa: PLC0415 - only needed for "auto"
 
-    return cgroups.auto_workers(cgroups.cpu_limit(), os.cpu_count() or 1)
+    return cgroups.auto_workers(cgroups.cpu_limit(), cgroups.usable_cpus())
+
+
+def resolve_auto_memory(workers: int) -> int | None:
+    """`--max-memory auto`: the container's memory limit shared by its workers."""
+    from supervisor import cgroups  # noqa: PLC0415 - only needed for "auto"
+
+    return cgroups.auto_max_memory(cgroups.memory_limit(), workers)
 
 
 def _coerce(field: str, value: Any, auto_workers: Callable[[], int]) -> Any:
     if field in SIZE_FIELDS and isinstance(value, str):
         if value.strip().lower() in ("", "0", "none", "off"):
             return None
+        if field == "max_memory" and value.strip().lower() == "auto":
+            return _AUTO
         try:
             return parse_size(value)
         except ValueError as exc:
@@ -183,8 +191,14 @@ def _coerce(field: str, value: Any, auto_workers: Callable[[], int]) -> Any:
     return value
 
 
+_AUTO = "auto"
+
+
 def make_config(
-    values: Mapping[str, Any], *, auto_workers: Callable[[], int] = resolve_auto_workers
+    values: Mapping[str, Any],
+    *,
+    auto_workers: Callable[[], int] = resolve_auto_workers,
+    auto_memory: Callable[[int], int | None] = resolve_auto_memory,
 ) -> Config:
     """Validate a mapping of settings (raw strings allowed) into a :class:`Config`."""
     cleaned: dict[str, Any] = {}
@@ -194,6 +208,13 @@ def make_config(
         if value is None:
             continue
         cleaned[field] = _coerce(field, value, auto_workers)
+    if cleaned.get("max_memory") == _AUTO:
+        workers = cleaned.get("workers", 1)
+        memory = auto_memory(workers if isinstance(workers, int) else 1)
+        if memory is None:
+            cleaned.pop("max_memory")
+        else:
+            cleaned["max_memory"] = memory
     try:
         return msgspec.convert(cleaned, Config, strict=False)
     except msgspec.ValidationError as exc:

@@ -67,6 +67,7 @@ class WorkerRecord:
     drain_deadline: float | None = None
     kill_sent: bool = False
     boot_failure: str | None = None
+    serves_error: bool = False  # --reload: answers 503 with the import error
     stats: dict[str, float] = field(default_factory=dict)
 
     def transition(self, new: WorkerState) -> None:

@@ -84,7 +84,21 @@ def configure(config: Config, *, role: str = "supervisor") -> None:
         uv_logger.handlers = []
         uv_logger.propagate = True
     access = logging.getLogger("uvicorn.access")
-    access.disabled = not config.access_log or role == "supervisor"
+    # JSON access lines come from supervisor.middleware, with timing and request ids.
+    access.disabled = not config.access_log or role == "supervisor" or config.log_format == "json"
+
+
+def reopen() -> None:
+    """SIGUSR1: reopen log files so logrotate can move them away."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                if handler.stream is not None:
+                    handler.stream.close()
+                handler.stream = handler._open()
+            finally:
+                handler.release()
 
 
 def handler_fds() -> set[int]:

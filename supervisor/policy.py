@@ -14,7 +14,10 @@ from supervisor.lifecycle import RecycleReason, WorkerRecord, WorkerState
 
 CRASH_BACKOFF_BASE = 0.1
 CRASH_BACKOFF_CAP = 10.0
-STABLE_AFTER = 10.0
+# A worker that served this long before dying was healthy: its death is an
+# incident to replace at once, not part of a crash loop; and a pool this long
+# without a crash has recovered.
+STABLE_AFTER = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +80,11 @@ def crash_streak(streak: int, last_crash: float | None, now: float) -> int:
     if last_crash is None or now - last_crash >= STABLE_AFTER:
         return 1
     return streak + 1
+
+
+def in_crash_loop(served_for: float) -> bool:
+    """Does this death count towards a crash-loop streak? Only a young worker's does."""
+    return served_for < STABLE_AFTER
 
 
 def crash_backoff(streak: int) -> float:

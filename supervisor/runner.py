@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from supervisor import __version__, logs, sockets
+from supervisor import __version__, cgroups, control, logs, metrics, reload, sockets
 from supervisor.arbiter import Arbiter
 from supervisor.config import Config, format_size, replace
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
@@ -79,7 +79,9 @@ def open_listeners(config: Config) -> list[socket.socket]:
     opened: list[socket.socket] = []
     try:
         for spec in specs:
-            opened.append(sockets.open_listener(spec, backlog=config.backlog))
+            opened.append(
+                sockets.open_listener(spec, backlog=config.backlog, listen=not config.reuse_port)
+            )
     except SupervisorError:
         for sock in opened:
             sock.close()
@@ -105,6 +107,8 @@ def _log_start(config: Config, listeners: list[socket.socket]) -> None:
     logger.info("Starting supervisor %s (pid %d) for %s", __version__, os.getpid(), config.app)
     for sock in listeners:
         logger.info("Listening at %s", sockets.describe(sock))
+    if config.metrics_bind:
+        logger.info("Metrics at http://%s/metrics", config.metrics_bind)
     limits = []
     if config.max_requests:
         limits.append(f"max-requests {config.max_requests}+{config.max_requests_jitter}")
@@ -113,6 +117,25 @@ def _log_start(config: Config, listeners: list[socket.socket]) -> None:
     if config.max_lifetime:
         limits.append(f"max-lifetime {config.max_lifetime:.0f}s")
     logger.info("Using %d worker(s)%s", config.workers, f" ({', '.join(limits)})" if limits else "")
+    cpus, memory = cgroups.cpu_limit(), cgroups.memory_limit()
+    if cpus is not None or memory is not None:
+        logger.info(
+            "Container limits: %s (%d usable CPUs)",
+            cgroups.describe_limits(cpus, memory),
+            cgroups.usable_cpus(),
+        )
+    if config.reload:
+        for warning in reload.warnings_for(config):
+            logger.warning("%s", warning)
+    if config.reuse_port:
+        if sockets.ensure_tcp_migrate_req():
+            logger.info("--reuse-port: one listening socket per worker; net.ipv4.tcp_migrate_req=1")
+        else:
+            logger.warning(
+                "--reuse-port: net.ipv4.tcp_migrate_req is off and cannot be set here, so a"
+                " draining worker's queued connections are reset; set the sysctl to 1 or drop"
+                " --reuse-port to keep restarts lossless"
+            )
 
 
 def prepare(config: Config) -> Config:
@@ -132,18 +155,21 @@ def run_config(
         logger.warning("%s", warning)
     env_file = EnvFile(config.env_file)
     listeners: list[socket.socket] = []
+    metrics_listener: socket.socket | None = None
     try:
         env_file.load()
         app_dir = str(Path(config.app_dir).resolve())
         if app_dir not in sys.path:
             sys.path.insert(0, app_dir)
         listeners = open_listeners(config)
+        if config.metrics_bind:
+            metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
         preloaded = app if app is not None else (preload_app(config) if config.preload else None)
         _preimport_worker_modules(config)
         _write_pid(config.pid)
     except SupervisorError as exc:
         logger.error("%s", exc)
-        for sock in listeners:
+        for sock in [*listeners, *([metrics_listener] if metrics_listener else [])]:
             sock.close()
         return exc.exit_code
 
@@ -158,7 +184,14 @@ def run_config(
             logger.error("Reload: %s Keeping the previous environment.", exc)
         hooks.call("on_reload", arbiter)
 
-    arbiter = Arbiter(config, listeners, preloaded_app=preloaded, hooks=hooks, on_hup=on_hup)
+    arbiter = Arbiter(
+        config,
+        listeners,
+        preloaded_app=preloaded,
+        hooks=hooks,
+        on_hup=on_hup,
+        metrics_listener=metrics_listener,
+    )
     try:
         code = anyio.run(arbiter.run)
     finally:
@@ -168,7 +201,12 @@ def run_config(
 
 
 def _cleanup(config: Config) -> None:
-    paths = [config.pid, config.uds, *(b[5:] for b in config.bind if b.startswith("unix:"))]
+    paths = [
+        config.pid,
+        config.uds,
+        *(b[5:] for b in config.bind if b.startswith("unix:")),
+        str(control.socket_path(config, os.getpid())),
+    ]
     for path in paths:
         if path:
             with contextlib.suppress(OSError):

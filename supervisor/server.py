@@ -24,13 +24,16 @@ from typing import Any
 
 import uvicorn
 
+from supervisor import logs
 from supervisor.channel import Heartbeat, Ready, WorkerChannel
+from supervisor.middleware import Protection
 
 logger = logging.getLogger("supervisor.worker")
 
 HEARTBEAT_EVERY_TICKS = 10  # uvicorn ticks every 0.1 s; beat at least once a second
 ORPHAN_DRAIN_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
+TICK_SECONDS = 0.1  # uvicorn's main loop
 
 
 class DrainState:
@@ -83,7 +86,8 @@ class WorkerServer(uvicorn.Server):
         supervisor_pid: int,
         idle_grace: float,
         graceful: float,
-        stats: Callable[[], dict[str, float] | None] | None = None,
+        protection: Protection | None = None,
+        loop_lag_ms: float | None = None,
     ) -> None:
         super().__init__(config)
         self.channel = channel
@@ -91,10 +95,14 @@ class WorkerServer(uvicorn.Server):
         self.supervisor_pid = supervisor_pid
         self.idle_grace = idle_grace
         self.graceful = graceful
-        self.stats = stats
+        self.protection = protection
+        self.loop_lag = (loop_lag_ms or 0) / 1000
+        self._last_tick = 0.0
+        self.reopen_logs = False
         self.boot_started = time.monotonic()
         self.drain_clean = True
         self._last_reported = -1
+        self._awaiting_head_since: dict[Any, float] = {}
 
     # Signals ---------------------------------------------------------------
 
@@ -106,6 +114,7 @@ class WorkerServer(uvicorn.Server):
             signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_term),
             signal.SIGQUIT: signal.signal(signal.SIGQUIT, self._handle_quit),
             signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGUSR1: signal.signal(signal.SIGUSR1, self._handle_usr1),
         }
         try:
             yield
@@ -115,6 +124,9 @@ class WorkerServer(uvicorn.Server):
 
     def _handle_term(self, sig: int, frame: FrameType | None) -> None:
         self.should_exit = True
+
+    def _handle_usr1(self, sig: int, frame: FrameType | None) -> None:
+        self.reopen_logs = True  # done on the next tick, outside the handler
 
     def _handle_quit(self, sig: int, frame: FrameType | None) -> None:
         self.should_exit = True
@@ -130,17 +142,66 @@ class WorkerServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         should_exit = await super().on_tick(counter)
+        if self.loop_lag:
+            self._check_loop_lag(time.monotonic())
+        if self.reopen_logs:
+            self.reopen_logs = False
+            logs.reopen()
+            logger.info("Worker %d reopened its log files", os.getpid())
         if os.getppid() != self.supervisor_pid and not self.should_exit:
             logger.warning(
                 "Supervisor %d is gone; worker %d exits", self.supervisor_pid, os.getpid()
             )
             self.graceful = min(self.graceful, ORPHAN_DRAIN_SECONDS)
             self.should_exit = should_exit = True
+        if counter % HEARTBEAT_EVERY_TICKS == 0:
+            self._close_stalled_connections(time.monotonic())
         requests = self.server_state.total_requests
         if requests != self._last_reported or counter % HEARTBEAT_EVERY_TICKS == 0:
             self._last_reported = requests
             self.send_heartbeat()
         return should_exit
+
+    def _check_loop_lag(self, now: float) -> None:
+        """uvicorn ticks every 0.1 s; a late tick means something blocked the loop."""
+        lag = now - self._last_tick - TICK_SECONDS if self._last_tick else 0.0
+        self._last_tick = now
+        paths: list[str] = []
+        if self.protection is not None:
+            # The blocking request has usually finished by the time this tick runs.
+            recent = self.protection.recent_paths
+            paths = sorted(recent | set(self.protection.paths_in_flight.values()))
+            recent.clear()
+        if lag < self.loop_lag:
+            return
+        logger.warning(
+            "Event loop lag: %.0f ms blocked (requests active: %s)",
+            lag * 1000,
+            ", ".join(paths) or "none",
+            extra={"lag_ms": round(lag * 1000, 1), "paths": paths},
+        )
+
+    def _close_stalled_connections(self, now: float) -> None:
+        """Slowloris: uvicorn has no request-head timeout, so a client trickling
+        headers holds a connection forever. Give every connection the keep-alive
+        budget to send a complete request head, as an idle one gets to start it."""
+        limit = float(self.config.timeout_keep_alive)
+        waiting: dict[Any, float] = {}
+        stalled = 0
+        for connection in self.server_state.connections:
+            if not _awaiting_request_head(connection):
+                continue
+            since = self._awaiting_head_since.get(connection, now)
+            if now - since > limit and connection.transport is not None:
+                connection.transport.close()
+                stalled += 1
+            else:
+                waiting[connection] = since
+        self._awaiting_head_since = waiting
+        if stalled:
+            logger.info(
+                "Closed %d connection(s) that sent no complete request in %.0fs", stalled, limit
+            )
 
     def send_heartbeat(self) -> None:
         state = self.server_state
@@ -150,7 +211,7 @@ class WorkerServer(uvicorn.Server):
                 in_flight=len(state.tasks),
                 connections=len(state.connections),
                 draining=self.drain.draining,
-                stats=self.stats() if self.stats is not None else None,
+                stats=self.protection.stats() if self.protection is not None else None,
             )
         )
 
@@ -206,6 +267,7 @@ class WorkerServer(uvicorn.Server):
             connection.shutdown()
         if not self.force_exit:
             await self.lifespan.shutdown()
+        self.send_heartbeat()  # final counts, so the supervisor's totals never lose requests
 
     async def _run_drain_hooks(self) -> None:
         for hook in self.drain.hooks:
@@ -215,6 +277,17 @@ class WorkerServer(uvicorn.Server):
                     await asyncio.wait_for(result, timeout=1.0)
             except Exception:
                 logger.exception("The application's on_drain hook failed")
+
+
+def _awaiting_request_head(connection: Any) -> bool:
+    """An HTTP connection with no keep-alive timer running and no request being
+    served: it is between connect (or a response) and a complete request head."""
+    if not hasattr(connection, "cycle") or not hasattr(connection, "timeout_keep_alive_task"):
+        return False
+    if connection.timeout_keep_alive_task is not None:
+        return False
+    cycle = connection.cycle
+    return cycle is None or bool(cycle.response_complete)
 
 
 def _is_idle(connection: Any) -> bool:

@@ -87,16 +87,60 @@ def systemd_fds(environ: dict[str, str]) -> list[int]:
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + int(count)))
 
 
-def open_listener(spec: BindSpec, *, backlog: int, reuse_port: bool = True) -> socket.socket:
-    """Create (or adopt) the listening socket for one address."""
+def open_listener(
+    spec: BindSpec, *, backlog: int, reuse_port: bool = True, listen: bool = True
+) -> socket.socket:
+    """Create (or adopt) the listening socket for one address.
+
+    ``listen=False`` only binds a TCP address: with --reuse-port the supervisor
+    holds the port (and resolves port 0) while each worker listens on its own
+    socket; a bound socket that never listens takes no connections.
+    """
     if spec.kind == "fd":
         return _adopt_fd(spec)
     if spec.kind == "unix":
         return _open_unix(spec, backlog)
-    return _open_tcp(spec, backlog, reuse_port)
+    return _open_tcp(spec, backlog, reuse_port, listen)
 
 
-def _open_tcp(spec: BindSpec, backlog: int, reuse_port: bool) -> socket.socket:
+def per_worker_listeners(templates: list[socket.socket], backlog: int) -> list[socket.socket]:
+    """--reuse-port: a fresh SO_REUSEPORT listener for each TCP address the
+    supervisor holds bound but not listening; shared listeners pass through."""
+    listeners: list[socket.socket] = []
+    for template in templates:
+        if template.family not in (socket.AF_INET, socket.AF_INET6) or _is_listening(template):
+            listeners.append(template)
+            continue
+        sock = socket.socket(template.family, socket.SOCK_STREAM)
+        try:
+            _set_reuse(sock, reuse_port=True)
+            sock.bind(template.getsockname())
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            for opened in listeners:
+                if opened not in templates:
+                    opened.close()
+            raise
+        sock.set_inheritable(True)
+        listeners.append(sock)
+    return listeners
+
+
+def _is_listening(sock: socket.socket) -> bool:
+    return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+
+
+def _set_reuse(sock: socket.socket, *, reuse_port: bool) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        # Lets a second server bind beside us during a deploy (blue/green on one host).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if sock.family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def _open_tcp(spec: BindSpec, backlog: int, reuse_port: bool, listen: bool) -> socket.socket:
     try:
         infos = socket.getaddrinfo(
             spec.host, spec.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -106,14 +150,10 @@ def _open_tcp(spec: BindSpec, backlog: int, reuse_port: bool) -> socket.socket:
     family, kind, proto, _, address = infos[0]
     sock = socket.socket(family, kind, proto)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuse_port:
-            # Lets a second server bind beside us during a deploy (blue/green on one host).
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        _set_reuse(sock, reuse_port=reuse_port)
         sock.bind(address)
-        sock.listen(backlog)
+        if listen:
+            sock.listen(backlog)
     except OSError as exc:
         sock.close()
         raise BindError(_bind_failure(spec, exc)) from exc

@@ -12,34 +12,30 @@ import asyncio
 import contextlib
 import ctypes
 import faulthandler
+import importlib
 import logging
 import os
 import signal
 import socket
 import sys
 import traceback
-from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 from uvicorn._compat import asyncio_run
-from uvicorn.importer import ImportFromStringError, import_from_string
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from supervisor import logs
+from supervisor import control, logs, middleware
 from supervisor.channel import BootFailure, WorkerChannel
 from supervisor.config import Config
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
+from supervisor.middleware import Protection
 from supervisor.server import CloseConnectionsWhenDraining, DrainState, WorkerServer
 
 logger = logging.getLogger("supervisor.worker")
 
 PR_SET_PDEATHSIG = 1
 IDLE_GRACE_CAP = 2.0
-# Wrappers added by the optional features (metrics, limits, access log);
-# each takes (app, config) and returns (app, stats_callable | None).
-FeatureWrapper = Callable[[Any, Config], tuple[Any, Callable[[], dict[str, float] | None] | None]]
-feature_wrappers: list[FeatureWrapper] = []
 
 
 class AppLoadFailure(Exception):
@@ -87,7 +83,7 @@ def _serve(
     if callable(hook):
         drain.hooks.append(hook)
     uv_config = uvicorn_config(config, app)
-    stats = _wrap_app(uv_config, config, drain)
+    protection = _wrap_app(uv_config, config, drain, supervisor_pid)
     startup_errors = logs.StartupErrorBuffer("uvicorn.error")
     server = WorkerServer(
         uv_config,
@@ -96,7 +92,8 @@ def _serve(
         supervisor_pid=supervisor_pid,
         idle_grace=min(config.timeout_keep_alive, IDLE_GRACE_CAP),
         graceful=config.timeout_graceful,
-        stats=stats,
+        protection=protection,
+        loop_lag_ms=config.slow_request_ms,
     )
     # A hung worker gets SIGABRT first: faulthandler prints every thread's stack, then it dies.
     faulthandler.enable(all_threads=True)
@@ -135,14 +132,31 @@ async def _serve_until_started(
 
 
 def load_app(config: Config) -> Any:
-    """Import APP ("module:attr"), calling it first with --factory."""
+    """Import APP ("module:attr"), calling it first with --factory.
+
+    A missing module or attribute is the user's typo: one line naming the
+    part that is wrong. An exception raised while importing is the app's bug:
+    its traceback, shown once by the supervisor.
+    """
+    module_name, _, attrs = config.app.partition(":")
+    if not module_name or not attrs:
+        raise AppLoadFailure(f'APP must be "module:attribute", got {config.app!r}.')
     try:
-        app = import_from_string(config.app)
-    except ImportFromStringError as exc:
-        raise AppLoadFailure(f"Error loading APP {config.app!r}: {exc}") from exc
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and _is_parent_or_self(exc.name, module_name):
+            raise AppLoadFailure(f'Could not import module "{module_name}".') from exc
+        raise AppLoadFailure(_import_traceback(config.app, exc)) from exc
     except BaseException as exc:
-        text = "".join(traceback.format_exception(exc)).rstrip()
-        raise AppLoadFailure(f"Error importing APP {config.app!r}:\n{text}") from exc
+        raise AppLoadFailure(_import_traceback(config.app, exc)) from exc
+    app: Any = module
+    for attr in attrs.split("."):
+        try:
+            app = getattr(app, attr)
+        except AttributeError:
+            raise AppLoadFailure(
+                f'Attribute "{attrs}" not found in module "{module_name}".'
+            ) from None
     if config.factory:
         try:
             app = app()
@@ -150,6 +164,27 @@ def load_app(config: Config) -> Any:
             text = "".join(traceback.format_exception(exc)).rstrip()
             raise AppLoadFailure(f"Error calling the app factory {config.app!r}:\n{text}") from exc
     return app
+
+
+def _is_parent_or_self(missing: str, module_name: str) -> bool:
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def _import_traceback(app: str, exc: BaseException) -> str:
+    """The traceback from the app's own frames: importlib's machinery and this
+    module say nothing the user can act on, and a SyntaxError keeps its file,
+    line and caret."""
+    error = traceback.TracebackException.from_exception(exc)
+    error.stack = traceback.StackSummary.from_list(
+        [
+            frame
+            for frame in error.stack
+            if not frame.filename.startswith("<frozen importlib")
+            and frame.filename not in (__file__, importlib.__file__)
+        ]
+    )
+    text = "".join(error.format()).rstrip()
+    return f"Error importing APP {app!r}:\n{text}"
 
 
 def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
@@ -169,6 +204,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         timeout_keep_alive=int(config.timeout_keep_alive) or 1,
         timeout_graceful_shutdown=int(config.timeout_graceful) if config.timeout_graceful else None,
         backlog=config.backlog,
+        headers=[(config.instance_header, config.instance_id)] if config.instance_id else None,
         server_header=config.server_header,
         date_header=config.date_header,
         factory=False,
@@ -176,19 +212,23 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
 
 
 def _wrap_app(
-    uv_config: uvicorn.Config, config: Config, drain: DrainState
-) -> Callable[[], dict[str, float] | None] | None:
+    uv_config: uvicorn.Config, config: Config, drain: DrainState, supervisor_pid: int
+) -> Protection | None:
     uv_config.load()
     app = uv_config.loaded_app
-    stats: Callable[[], dict[str, float] | None] | None = None
-    for wrapper in feature_wrappers:
-        app, feature_stats = wrapper(app, config)
-        stats = feature_stats or stats
+    protection: Protection | None = None
+    if middleware.wanted(config):
+        control_path = control.socket_path(config, supervisor_pid)
+
+        async def metrics_text() -> str:
+            return await control.fetch_metrics(control_path)
+
+        app = protection = Protection(app, config, metrics_text)
     app = CloseConnectionsWhenDraining(app, drain)
     if config.proxy_headers:
         app = ProxyHeadersMiddleware(app, trusted_hosts=uv_config.forwarded_allow_ips)
     uv_config.loaded_app = app
-    return stats
+    return protection
 
 
 def _reset_process_state(supervisor_pid: int, keep: list[socket.socket]) -> None:

@@ -25,6 +25,9 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     path = scope["path"]
     query = parse_qs(scope["query_string"].decode())
     seconds = float(query.get("s", ["0"])[0])
+    if "mark" in query:  # tells a test the request is in flight
+        with open(query["mark"][0], "w") as marker:
+            marker.write(str(os.getpid()))
     if path == "/sleep":
         await asyncio.sleep(seconds)
     elif path == "/block":
@@ -47,6 +50,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
         return
     body = f"{os.getpid()}".encode()
+    if path == "/env":
+        body = os.environ.get(query["name"][0], "").encode()
     await send(
         {
             "type": "http.response.start",
@@ -68,5 +73,12 @@ def create_app() -> Any:
 async def failing_lifespan(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await receive()
-        raise RuntimeError("database is unreachable (deliberate startup failure)")
+        # The way a framework reports a failed startup (Starlette sends this too).
+        await send(
+            {
+                "type": "lifespan.startup.failed",
+                "message": "database is unreachable (deliberate startup failure)",
+            }
+        )
+        return
     await app(scope, receive, send)

@@ -1,0 +1,210 @@
+"""Prometheus metrics for the whole pool, served by the supervisor on ``--metrics-bind``.
+
+Scraping one worker shows one worker's view; the supervisor sees them all.
+Every number here is summed over live workers (from their last heartbeat)
+plus every worker that has exited (its final heartbeat, kept at reap), so a
+counter never goes backwards when a worker recycles.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import anyio
+import psutil
+
+from supervisor.errors import BindError, ConfigError
+from supervisor.lifecycle import RecycleReason, WorkerState
+from supervisor.middleware import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
+
+if TYPE_CHECKING:
+    from supervisor.arbiter import Arbiter
+
+logger = logging.getLogger("supervisor")
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HEAD_LIMIT = 8192
+CLIENT_TIMEOUT = 5.0
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _Writer:
+    def __init__(self, instance: str) -> None:
+        self.lines: list[str] = []
+        self.base = f'instance_id="{_escape(instance)}"'
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        extra = "".join(f',{key}="{_escape(val)}"' for key, val in labels.items())
+        number = repr(float(value)) if not float(value).is_integer() else str(int(value))
+        self.lines.append(f"{name}{{{self.base}{extra}}} {number}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def pool_stats(arbiter: Arbiter) -> dict[str, float]:
+    """Feature counters summed over exited and live workers."""
+    totals = dict(arbiter.exited_stats)
+    for worker in arbiter.workers.values():
+        for key, value in worker.stats.items():
+            totals[key] = totals.get(key, 0.0) + value
+    return totals
+
+
+def render(arbiter: Arbiter, now: float) -> str:
+    out = _Writer(arbiter.config.instance_id or "")
+    workers = sorted(arbiter.workers.values(), key=lambda w: w.started_at)
+    stats = pool_stats(arbiter)
+
+    out.family("supervisor_requests_total", "counter", "Requests served by all workers.")
+    out.sample(
+        "supervisor_requests_total", arbiter.exited_requests + sum(w.requests for w in workers)
+    )
+    out.family("supervisor_requests_in_flight", "gauge", "Requests being served now.")
+    out.sample("supervisor_requests_in_flight", sum(w.in_flight for w in workers))
+    out.family("supervisor_connections", "gauge", "Open client connections.")
+    out.sample("supervisor_connections", sum(w.connections for w in workers))
+
+    if "duration_count" in stats:
+        out.family("supervisor_responses_total", "counter", "Responses by status class.")
+        for key in (*STATUS_KEYS.values(), "responses_5xx"):
+            out.sample("supervisor_responses_total", stats.get(key, 0.0), status=key[-3:])
+        out.family(
+            "supervisor_request_duration_seconds", "histogram", "Time to the end of the response."
+        )
+        cumulative = 0.0
+        for bound, key in zip(DURATION_BUCKETS, BUCKET_KEYS, strict=True):
+            cumulative += stats.get(key, 0.0)
+            out.sample("supervisor_request_duration_seconds_bucket", cumulative, le=str(bound))
+        count = stats.get("duration_count", 0.0)
+        out.sample("supervisor_request_duration_seconds_bucket", count, le="+Inf")
+        out.sample("supervisor_request_duration_seconds_sum", stats.get("duration_sum", 0.0))
+        out.sample("supervisor_request_duration_seconds_count", count)
+        out.family(
+            "supervisor_concurrency_rejections_total",
+            "counter",
+            "Requests answered 503 by --max-concurrent.",
+        )
+        out.sample("supervisor_concurrency_rejections_total", stats.get("rejected", 0.0))
+
+    out.family("supervisor_workers", "gauge", "Workers by state.")
+    for state in WorkerState:
+        if state is not WorkerState.STOPPED:
+            out.sample(
+                "supervisor_workers", sum(w.state is state for w in workers), state=state.value
+            )
+    out.family("supervisor_workers_target", "gauge", "Workers the supervisor keeps serving.")
+    out.sample("supervisor_workers_target", arbiter.target)
+    out.family("supervisor_worker_restarts_total", "counter", "Worker replacements by reason.")
+    for reason in RecycleReason:
+        out.sample(
+            "supervisor_worker_restarts_total", arbiter.restarts.get(reason, 0), reason=reason
+        )
+    out.family("supervisor_worker_rss_bytes", "gauge", "Resident memory of each worker.")
+    for w in workers:
+        out.sample("supervisor_worker_rss_bytes", w.rss, worker=str(w.pid))
+    out.family("supervisor_worker_requests", "gauge", "Requests served by each worker.")
+    for w in workers:
+        out.sample("supervisor_worker_requests", w.requests, worker=str(w.pid))
+    out.family("supervisor_worker_uptime_seconds", "gauge", "Age of each worker.")
+    for w in workers:
+        out.sample("supervisor_worker_uptime_seconds", round(w.age(now), 3), worker=str(w.pid))
+    out.family("supervisor_rss_bytes", "gauge", "Resident memory of the supervisor itself.")
+    out.sample("supervisor_rss_bytes", _own_rss())
+    out.family("supervisor_uptime_seconds", "gauge", "Seconds since the supervisor started.")
+    out.sample("supervisor_uptime_seconds", round(now - arbiter.started_at, 3))
+    return out.text()
+
+
+def _own_rss() -> int:
+    try:
+        return int(psutil.Process(os.getpid()).memory_info().rss)
+    except psutil.Error:
+        return 0
+
+
+# The endpoint ----------------------------------------------------------------
+
+
+def open_metrics_listener(address: str) -> socket.socket:
+    """``--metrics-bind HOST:PORT``: bound before any fork so a taken port is one clear error."""
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit():
+        raise ConfigError(f'--metrics-bind: expected HOST:PORT, got "{address}".')
+    host = host.strip("[]") or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port_text)))
+        sock.listen(64)
+    except OSError as exc:
+        sock.close()
+        raise BindError(f"--metrics-bind {address}: {exc.strerror or exc}.") from exc
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(sock: socket.socket, text: Callable[[], str]) -> None:
+    """A minimal HTTP/1.1 responder: GET /metrics (or /), one response per connection."""
+    try:
+        while True:
+            await anyio.wait_readable(sock)
+            try:
+                client, _ = sock.accept()
+            except BlockingIOError:
+                continue
+            with client, anyio.move_on_after(CLIENT_TIMEOUT):
+                try:
+                    await _answer(client, text)
+                except OSError as exc:
+                    logger.debug("Metrics client went away: %s", exc)
+    finally:
+        sock.close()
+
+
+async def _answer(client: socket.socket, text: Callable[[], str]) -> None:
+    client.setblocking(False)
+    head = b""
+    while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) < HEAD_LIMIT:
+        await anyio.wait_readable(client)
+        try:
+            chunk = client.recv(HEAD_LIMIT)
+        except BlockingIOError:
+            continue
+        if not chunk:
+            return
+        head += chunk
+    request_line = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1")
+    parts = request_line.split()
+    method, target = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
+    path = target.split("?", 1)[0]
+    if method not in ("GET", "HEAD"):
+        status, body, kind = "405 Method Not Allowed", b"Method not allowed\n", "text/plain"
+    elif path not in ("/metrics", "/"):
+        status, body, kind = "404 Not Found", b"Not found; metrics are at /metrics\n", "text/plain"
+    else:
+        status, body, kind = "200 OK", text().encode(), CONTENT_TYPE
+    response = (
+        f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n\r\n"
+    ).encode() + (body if method != "HEAD" else b"")
+    view = memoryview(response)
+    while view:
+        await anyio.wait_writable(client)
+        try:
+            sent = client.send(view)
+        except BlockingIOError:
+            continue
+        view = view[sent:]

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.supervisor_process import SupervisorProcess
+
+StartSupervisor = Callable[..., SupervisorProcess]
+
+
+@pytest.fixture
+def start_supervisor(tmp_path: Path) -> Iterator[StartSupervisor]:
+    """Start ``python -m supervisor`` with the given args; every one is reaped at teardown."""
+    started: list[SupervisorProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> SupervisorProcess:
+        process = SupervisorProcess(tmp_path, list(args), env=env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def pytest_collection_modifyitems(items: Sequence[pytest.Item]) -> None:
+    for item in items:
+        if "timeout" not in item.keywords:
+            item.add_marker(pytest.mark.timeout(120))
