@@ -528,6 +528,7 @@ class Arbiter:
             return
         shown = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
         logger.info("Detected changes in %s; reloading", shown)
+        reload.drop_stale_bytecode(paths)
         self.reload_error = None
         self.boot_error_shown.clear()
         self.preloaded_app = None  # preloaded code is the old code

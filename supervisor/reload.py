@@ -12,7 +12,9 @@ supervisor has, and only with --reload.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import importlib.util
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -148,3 +150,17 @@ class ReloadErrorApp:
             }
         )
         await send({"type": "http.response.body", "body": self.body})
+
+
+def drop_stale_bytecode(paths: list[str]) -> None:
+    """Remove the cached bytecode of changed sources before new workers import them.
+
+    A .pyc is trusted when the source's mtime (whole seconds) and size match:
+    two saves within one second that keep the size (v1 -> v2) would otherwise
+    import the old code.
+    """
+    for path in paths:
+        if not path.endswith(".py"):
+            continue
+        with contextlib.suppress(OSError, ValueError, NotImplementedError):
+            Path(importlib.util.cache_from_source(path)).unlink(missing_ok=True)
