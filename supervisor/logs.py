@@ -7,6 +7,7 @@ the same handler and format.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import time
@@ -61,9 +62,40 @@ class JsonFormatter(logging.Formatter):
         return _json.encode(payload).decode()
 
 
+class LogFileHandler(logging.FileHandler):
+    """A log file that can fail (disk full, volume gone) without taking the process down.
+
+    The first failure of a streak is reported once on stderr; every later line
+    is tried again, so logging resumes by itself when space comes back.
+    """
+
+    failing = False
+    _failed_now = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed_now = False
+        super().emit(record)
+        if self.failing and not self._failed_now:
+            self.failing = False
+            sys.stderr.write(f"Log file {self.baseFilename} is writable again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed_now = True
+        if self.failing:
+            return
+        self.failing = True
+        error = sys.exc_info()[1]
+        reason = getattr(error, "strerror", None) or error
+        with contextlib.suppress(Exception):
+            sys.stderr.write(
+                f"Cannot write to log file {self.baseFilename} ({reason}); "
+                "dropping log lines until it is writable again\n"
+            )
+
+
 def _stream(config: Config) -> logging.Handler:
     if config.log_file and config.log_file != "-":
-        return logging.FileHandler(config.log_file, encoding="utf-8")
+        return LogFileHandler(config.log_file, encoding="utf-8")
     return logging.StreamHandler(sys.stderr)
 
 

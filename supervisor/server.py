@@ -11,9 +11,11 @@ window, lets in-flight requests and streams finish, and only then exits.
 from __future__ import annotations
 
 import asyncio
+import errno
 import inspect
 import logging
 import os
+import resource
 import signal
 import socket
 import time
@@ -34,6 +36,8 @@ HEARTBEAT_EVERY_TICKS = 10  # uvicorn ticks every 0.1 s; beat at least once a se
 ORPHAN_DRAIN_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
 TICK_SECONDS = 0.1  # uvicorn's main loop
+FD_WARN_RATIO = 0.9
+FD_CLEAR_RATIO = 0.75
 
 
 class DrainState:
@@ -99,6 +103,7 @@ class WorkerServer(uvicorn.Server):
         self.loop_lag = (loop_lag_ms or 0) / 1000
         self._last_tick = 0.0
         self.reopen_logs = False
+        self._fd_warned = False
         self.boot_started = time.monotonic()
         self.drain_clean = True
         self._last_reported = -1
@@ -156,6 +161,7 @@ class WorkerServer(uvicorn.Server):
             self.should_exit = should_exit = True
         if counter % HEARTBEAT_EVERY_TICKS == 0:
             self._close_stalled_connections(time.monotonic())
+            self._check_fd_headroom()
         requests = self.server_state.total_requests
         if requests != self._last_reported or counter % HEARTBEAT_EVERY_TICKS == 0:
             self._last_reported = requests
@@ -180,6 +186,32 @@ class WorkerServer(uvicorn.Server):
             ", ".join(paths) or "none",
             extra={"lag_ms": round(lag * 1000, 1), "paths": paths},
         )
+
+    def _check_fd_headroom(self) -> None:
+        """At the open-file limit the event loop cannot accept (EMFILE) and pauses,
+        silently; new connections wait in the shared backlog. Say so, once."""
+        used = _open_fd_count()
+        if used is None:
+            return
+        limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if limit == resource.RLIM_INFINITY:
+            return
+        if not self._fd_warned and used >= limit * FD_WARN_RATIO:
+            self._fd_warned = True
+            logger.warning(
+                "Worker %d is at its open-file limit (%d of %d, %d connections): new"
+                " connections wait in the backlog (Too many open files); raise the limit"
+                " (ulimit -n) or lower --max-concurrent / --backlog",
+                os.getpid(),
+                used,
+                limit,
+                len(self.server_state.connections),
+            )
+        elif self._fd_warned and used < limit * FD_CLEAR_RATIO:
+            self._fd_warned = False
+            logger.info(
+                "Worker %d has open files to spare again (%d of %d)", os.getpid(), used, limit
+            )
 
     def _close_stalled_connections(self, now: float) -> None:
         """Slowloris: uvicorn has no request-head timeout, so a client trickling
@@ -288,6 +320,15 @@ def _awaiting_request_head(connection: Any) -> bool:
         return False
     cycle = connection.cycle
     return cycle is None or bool(cycle.response_complete)
+
+
+def _open_fd_count() -> int | None:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError as exc:
+        if exc.errno == errno.EMFILE:  # listing needs a descriptor too: we are at the limit
+            return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        return None
 
 
 def _is_idle(connection: Any) -> bool:

@@ -15,8 +15,12 @@ def start_supervisor(tmp_path: Path) -> Iterator[StartSupervisor]:
     """Start ``python -m supervisor`` with the given args; every one is reaped at teardown."""
     started: list[SupervisorProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> SupervisorProcess:
-        process = SupervisorProcess(tmp_path, list(args), env=env)
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        rlimits: dict[int, tuple[int, int]] | None = None,
+    ) -> SupervisorProcess:
+        process = SupervisorProcess(tmp_path, list(args), env=env, rlimits=rlimits)
         started.append(process)
         return process
 

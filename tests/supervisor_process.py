@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -44,10 +45,21 @@ def wait_for(
         time.sleep(interval)
 
 
+def _apply_rlimits(rlimits: dict[int, tuple[int, int]]) -> None:
+    for which, limits in rlimits.items():
+        resource.setrlimit(which, limits)
+
+
 class SupervisorProcess:
     """``python -m supervisor`` in its own session, logging to a file."""
 
-    def __init__(self, tmp_path: Path, args: Sequence[str], env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp_path: Path,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        rlimits: dict[int, tuple[int, int]] | None = None,
+    ):
         self.port = free_port()
         self.log_path = tmp_path / f"supervisor-{self.port}.log"
         self.url = f"http://127.0.0.1:{self.port}"
@@ -64,6 +76,8 @@ class SupervisorProcess:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             cwd=REPO,
+            # Only setrlimit runs between fork and exec: safe despite test threads.
+            preexec_fn=(lambda: _apply_rlimits(rlimits)) if rlimits else None,  # noqa: PLW1509
         )
 
     @property
@@ -98,7 +112,8 @@ class SupervisorProcess:
         return wait_for(ready, timeout, message=f"{count} workers serving\n{self.log()}")
 
     def get(self, path: str = "/", **kwargs: object) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=10, **kwargs)  # type: ignore[arg-type]
+        kwargs.setdefault("timeout", 10)
+        return httpx.get(self.url + path, **kwargs)  # type: ignore[arg-type]
 
     def signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
