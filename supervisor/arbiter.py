@@ -413,6 +413,10 @@ class Arbiter:
         if not worker.ever_served:
             self.handle_boot_failure(worker, status)
             return
+        if exit_code(status) == EXIT_OK:
+            # Told to stop by someone else (a direct SIGTERM, the app's own exit): not a crash.
+            logger.info("Worker %d stopped on its own (%s); replacing it", worker.pid, how)
+            return
         self.restarts[RecycleReason.CRASH] = self.restarts.get(RecycleReason.CRASH, 0) + 1
         logger.error("Worker %d died: %s; replacing it", worker.pid, how)
         now = time.monotonic()

@@ -142,6 +142,8 @@ def prepare(config: Config) -> Config:
     """Settings that depend on this process: the instance id defaults to hostname-pid."""
     if not config.instance_id:
         config = replace(config, instance_id=f"{socket.gethostname()}-{os.getpid()}")
+    # Workers inherit it: an app that names itself (logs, its own header) uses the same id.
+    os.environ["SUPERVISOR_INSTANCE_ID"] = config.instance_id or ""
     return config
 
 

@@ -1,0 +1,223 @@
+"""The ASGI application: ``app.main:app``.
+
+Lifespan startup reads and validates the settings and opens this worker's
+pools; a bad setting or an unreachable configured backend fails startup with
+one line (the server exits: the supervisor with code 3). Shutdown drains the
+consumer and closes the pools.
+
+Drain: the supervisor calls ``app.on_drain()`` when the worker starts
+draining. Under uvicorn or gunicorn, which have no such hook, the app chains
+itself to the server's SIGTERM/SIGINT handler instead, so streams still end
+with a reconnect event rather than being cut.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from types import FrameType
+from typing import Any
+
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from app.errors import BackendUnavailable, ConfigError, HTTPError
+from app.http import (
+    Receive,
+    Request,
+    Scope,
+    Send,
+    error_body,
+    new_error_id,
+    send_error,
+    send_internal_error,
+    send_json,
+)
+from app.routes import PROBES, resolve
+from app.service import Service
+from app.settings import Settings, load
+
+logger = logging.getLogger("app")
+
+INSTANCE_HEADER = b"x-fastagentic-instance"
+BACKEND_ERRORS: tuple[type[BaseException], ...] = (
+    BackendUnavailable,
+    RedisConnectionError,
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,
+    TimeoutError,
+)
+DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class App:
+    """The service as one raw ASGI callable."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self._settings = settings
+        self.service: Service | None = None
+        self.in_flight = 0
+        self._instance = b""
+        self._chained: dict[int, Any] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+
+    def on_drain(self) -> None:
+        """Called by the supervisor when this worker starts draining."""
+        if self.service is not None:
+            self.service.drain()
+
+    # HTTP ------------------------------------------------------------------
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+        instance = (INSTANCE_HEADER, self._instance)
+
+        async def send_tagged(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", ()), instance]
+            await send(message)
+
+        service = self.service
+        if service is None:
+            error = HTTPError(503, "The service is not started (is the ASGI lifespan disabled?).")
+            await send_error(send_tagged, error)
+            return
+        limit = service.settings.max_concurrent
+        counted = scope["path"] not in PROBES  # probes bypass --max-concurrent
+        if counted:
+            if limit is not None and self.in_flight >= limit:
+                await self._overloaded(service, send_tagged)
+                return
+            self.in_flight += 1
+            service.metrics.values["requests_in_flight"] = self.in_flight
+        try:
+            request = Request(scope, receive)
+            handler = resolve(request.method, request.path)
+            await handler(service, request, send_tagged)
+        except HTTPError as exc:
+            if not started:
+                await send_error(send_tagged, exc)
+        except BACKEND_ERRORS as exc:
+            await self._backend_error(send_tagged, exc, started)
+        except Exception as exc:
+            await send_internal_error(send_tagged, exc, started)
+        finally:
+            service.metrics.inc("requests")
+            if counted:
+                self.in_flight -= 1
+                service.metrics.values["requests_in_flight"] = self.in_flight
+
+    async def _overloaded(self, service: Service, send: Send) -> None:
+        service.metrics.inc("overloaded")
+        body = error_body(503, "Too many concurrent requests", new_error_id(), retry_after=1)
+        body["error"] = "Service temporarily unavailable"
+        await send_json(send, 503, body, [(b"retry-after", b"1")])
+
+    async def _backend_error(self, send: Send, exc: BaseException, started: bool) -> None:
+        error_id = new_error_id()
+        logger.warning("Backend unavailable [%s]: %r", error_id, exc)
+        if not started:
+            message = "A backend (Redis or Postgres) is unavailable; retry shortly."
+            body = error_body(503, message, error_id, retry_after=1)
+            await send_json(send, 503, body, [(b"retry-after", b"1")])
+
+    # Lifespan ----------------------------------------------------------------
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        try:
+            service = await self.startup()
+        except (ConfigError, BackendUnavailable) as exc:
+            await send({"type": "lifespan.startup.failed", "message": str(exc)})
+            return
+        except Exception as exc:
+            error_id = new_error_id()
+            logger.error("Startup failed [%s]", error_id, exc_info=exc)
+            text = f"Startup failed [{error_id}]: {exc!r}"
+            await send({"type": "lifespan.startup.failed", "message": text})
+            return
+        self._chain_drain_signals()
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        self._unchain_drain_signals()
+        try:
+            await service.stop()
+        except Exception as exc:
+            logger.error("Shutdown failed", exc_info=exc)
+        self.service = None
+        await send({"type": "lifespan.shutdown.complete"})
+
+    async def startup(self) -> Service:
+        settings = self._settings or load()
+        _configure_logging(settings.log_level)
+        self._instance = settings.instance_id.encode("latin-1", "replace")
+        service = Service(settings)
+        await service.start()
+        self.service = service
+        logger.info(
+            "%s ready (instance %s; backends %s)",
+            settings.title,
+            settings.instance_id,
+            service.backends(),
+        )
+        return service
+
+    def _chain_drain_signals(self) -> None:
+        """Run ``on_drain`` when the server's own SIGTERM/SIGINT handler runs.
+
+        Only a Python-level handler installed by the server is chained (uvicorn,
+        gunicorn's UvicornWorker, our worker); default dispositions are left alone.
+        """
+        loop = asyncio.get_running_loop()
+        for sig in DRAIN_SIGNALS:
+            previous = signal.getsignal(sig)
+            if not callable(previous) or previous is signal.default_int_handler:
+                continue
+
+            def chained(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+                previous(signum, frame)
+                loop.call_soon_threadsafe(self.on_drain)
+
+            try:
+                signal.signal(sig, chained)
+            except ValueError:  # not the main thread
+                return
+            self._chained[sig] = previous
+
+    def _unchain_drain_signals(self) -> None:
+        for sig, previous in self._chained.items():
+            try:
+                signal.signal(sig, previous)
+            except ValueError:
+                break
+        self._chained.clear()
+
+
+def _configure_logging(level: str) -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # plain uvicorn/gunicorn: nobody configured the root logger
+        handler = logging.StreamHandler()
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s")
+        )
+        root.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+app = App()

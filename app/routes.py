@@ -1,0 +1,201 @@
+"""The endpoints: health, readiness, metrics, tasks, results and the SSE stream."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import msgspec
+
+from app import __version__
+from app.errors import HTTPError
+from app.http import Headers, Request, Send, send_json, send_response
+from app.queue import TaskMessage
+from app.ratelimit import Decision, user_of
+from app.service import Service
+from app.settings import describe
+from app.sse import Outcome, stream_tokens
+
+logger = logging.getLogger("app.routes")
+
+Handler = Callable[[Service, Request, Send], Awaitable[None]]
+PROBES = frozenset({"/health", "/ready", "/metrics"})
+_TASK_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_IDEMPOTENCY_KEY = 255
+PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class AgentRequest(msgspec.Struct):
+    """POST /agent and /agent/stream. Unknown fields are accepted and ignored."""
+
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=100_000)]
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+
+
+async def health(service: Service, request: Request, send: Send) -> None:
+    settings = service.settings
+    await send_json(
+        send,
+        200,
+        {
+            "status": "healthy",
+            "version": __version__,
+            "title": settings.title,
+            "instance_id": settings.instance_id,
+        },
+    )
+
+
+async def ready(service: Service, request: Request, send: Send) -> None:
+    is_ready, body = await service.readiness()
+    body["instance_id"] = service.settings.instance_id
+    body["backends"] = service.backends()
+    if not is_ready:
+        failing = [name for name, ok in body["checks"].items() if not ok]
+        body["message"] = "Not ready: " + ", ".join(
+            f"{name} ({body['errors'][name]})" for name in failing
+        )
+    await send_json(send, 200 if is_ready else 503, body)
+
+
+async def metrics(service: Service, request: Request, send: Send) -> None:
+    settings = service.settings
+    if "application/json" in (request.header("accept") or ""):
+        body = {
+            "instance_id": settings.instance_id,
+            "version": __version__,
+            "metrics": service.metrics.values,
+            "backends": service.backends(),
+            "config": describe(settings),
+        }
+        await send_json(send, 200, body)
+        return
+    try:
+        gauges = await asyncio.wait_for(service.queue.stats(), settings.ready_timeout)
+    except Exception as exc:
+        logger.debug("Queue statistics unavailable: %r", exc)
+        gauges = {}
+    text = service.metrics.render(settings.instance_id, gauges)
+    await send_response(send, 200, text.encode(), PROMETHEUS)
+
+
+async def index(service: Service, request: Request, send: Send) -> None:
+    await send_json(
+        send,
+        200,
+        {
+            "title": service.settings.title,
+            "version": __version__,
+            "endpoints": [
+                f"{method} {path}" for path, methods in ROUTES.items() for method in methods
+            ]
+            + ["GET /result/{task_id}"],
+        },
+    )
+
+
+async def _admit(service: Service, request: Request) -> tuple[str, Headers]:
+    """The caller's identity and rate-limit headers; 429 when over the limit."""
+    user = user_of(request)
+    if service.limiter is None:
+        return user, []
+    decision: Decision = await service.limiter.hit(user)
+    if not decision.allowed:
+        service.metrics.inc("rate_limited")
+        raise HTTPError(
+            429,
+            f"Rate limit of {decision.limit} requests exceeded; retry in {decision.reset}s.",
+            headers=decision.headers(),
+            extra={"retry_after": decision.reset},
+        )
+    return user, decision.headers()
+
+
+async def post_agent(service: Service, request: Request, send: Send) -> None:
+    user, headers = await _admit(service, request)
+    body = await request.json(AgentRequest, service.settings.max_body_size)
+    key = request.header("idempotency-key")
+    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise HTTPError(422, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")
+    task_id, created = await service.store.create(uuid.uuid4().hex, user, body.prompt, key)
+    if created:
+        max_tokens = body.max_tokens or service.settings.llm_max_tokens
+        try:
+            await service.queue.enqueue(TaskMessage(task_id, body.prompt, max_tokens))
+        except Exception:
+            await service.store.fail(task_id, "The task could not be queued.")
+            raise
+        service.metrics.inc("tasks_queued")
+    headers.append((b"location", f"/result/{task_id}".encode()))
+    if not created:
+        headers.append((b"idempotent-replayed", b"true"))
+    await send_json(send, 202, {"task_id": task_id, "status": "pending"}, headers)
+
+
+async def get_result(service: Service, request: Request, send: Send) -> None:
+    task_id = request.path.removeprefix("/result/")
+    record = await service.store.get(task_id) if _TASK_ID.match(task_id) else None
+    if record is None:
+        raise HTTPError(404, f"No task {task_id!r} (unknown, or its result has expired).")
+    await send_json(send, 200, record.public())
+
+
+async def post_stream(service: Service, request: Request, send: Send) -> None:
+    _, headers = await _admit(service, request)
+    body = await request.json(AgentRequest, service.settings.max_body_size)
+    max_tokens = min(body.max_tokens or service.settings.llm_max_tokens, 100_000)
+    metrics = service.metrics
+    metrics.inc("streams")
+    metrics.inc("streams_active")
+
+    async def send_with_headers(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message["headers"], *headers]
+        await send(message)
+
+    try:
+        outcome = await stream_tokens(
+            send_with_headers,
+            request.receive,
+            service.llm.stream(body.prompt, max_tokens),
+            service.drained,
+            stream_id=uuid.uuid4().hex[:16],
+            instance_id=service.settings.instance_id,
+        )
+    finally:
+        metrics.dec("streams_active")
+    if outcome is Outcome.RECONNECT:
+        metrics.inc("streams_reconnect")
+
+
+ROUTES: dict[str, dict[str, Handler]] = {
+    "/": {"GET": index},
+    "/health": {"GET": health},
+    "/ready": {"GET": ready},
+    "/metrics": {"GET": metrics},
+    "/agent": {"POST": post_agent},
+    "/agent/stream": {"POST": post_stream},
+}
+RESULT_PREFIX = "/result/"
+
+
+def resolve(method: str, path: str) -> Handler:
+    """The handler for a request; 404 for an unknown path, 405 with Allow for a method."""
+    methods = ROUTES.get(path)
+    if methods is None and path.startswith(RESULT_PREFIX) and len(path) > len(RESULT_PREFIX):
+        methods = {"GET": get_result}
+    if methods is None:
+        raise HTTPError(404, f"No endpoint at {path}.")
+    handler = methods.get(method)
+    if handler is None:
+        allow = ", ".join(methods)
+        raise HTTPError(
+            405,
+            f"{method} is not allowed on {path}; use {allow}.",
+            headers=[(b"allow", allow.encode())],
+        )
+    return handler
