@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import anyio
 import msgspec
 
+from supervisor import endpoint
 from supervisor.config import Config, format_size
 
 if TYPE_CHECKING:
@@ -179,36 +180,14 @@ def _is_live(path: Path) -> bool:
 
 
 async def serve(sock: socket.socket, handlers: Handlers) -> None:
-    """Answer clients one at a time; each is bounded by a short timeout."""
-    try:
-        while True:
-            await anyio.wait_readable(sock)
-            try:
-                client, _ = sock.accept()
-            except BlockingIOError:
-                continue
-            # A client that hangs up or stalls must never disturb the supervisor.
-            with client, anyio.move_on_after(CLIENT_TIMEOUT):
-                try:
-                    await _answer(client, handlers)
-                except OSError as exc:
-                    logger.debug("Control client went away: %s", exc)
-    finally:
-        sock.close()
+    async def answer(client: socket.socket) -> None:
+        await _answer(client, handlers)
+
+    await endpoint.serve_each(sock, answer, "Control")
 
 
 async def _answer(client: socket.socket, handlers: Handlers) -> None:
-    client.setblocking(False)
-    data = b""
-    while b"\n" not in data and len(data) < REQUEST_LIMIT:
-        await anyio.wait_readable(client)
-        try:
-            chunk = client.recv(REQUEST_LIMIT)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            break
-        data += chunk
+    data = await endpoint.read_until(client, (b"\n",), REQUEST_LIMIT)
     if not data.strip():
         return  # a liveness probe (see _is_live): connected and hung up
     reply: msgspec.Struct
@@ -222,14 +201,7 @@ async def _answer(client: socket.socket, handlers: Handlers) -> None:
             reply = handler()
         else:
             reply = ErrorReply(error=f'unknown command "{request.command}"')
-    payload = memoryview(msgspec.json.encode(reply) + b"\n")
-    while payload:
-        await anyio.wait_writable(client)
-        try:
-            sent = client.send(payload)
-        except BlockingIOError:
-            continue
-        payload = payload[sent:]
+    await endpoint.send_all(client, msgspec.json.encode(reply) + b"\n")
 
 
 # Client (`python -m supervisor status`) ----------------------------------------

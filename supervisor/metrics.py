@@ -14,9 +14,9 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import anyio
 import psutil
 
+from supervisor import endpoint
 from supervisor.errors import BindError, ConfigError
 from supervisor.lifecycle import RecycleReason, WorkerState
 from supervisor.middleware import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
@@ -158,34 +158,17 @@ def open_metrics_listener(address: str) -> socket.socket:
 
 async def serve(sock: socket.socket, text: Callable[[], str]) -> None:
     """A minimal HTTP/1.1 responder: GET /metrics (or /), one response per connection."""
-    try:
-        while True:
-            await anyio.wait_readable(sock)
-            try:
-                client, _ = sock.accept()
-            except BlockingIOError:
-                continue
-            with client, anyio.move_on_after(CLIENT_TIMEOUT):
-                try:
-                    await _answer(client, text)
-                except OSError as exc:
-                    logger.debug("Metrics client went away: %s", exc)
-    finally:
-        sock.close()
+
+    async def answer(client: socket.socket) -> None:
+        await _answer(client, text)
+
+    await endpoint.serve_each(sock, answer, "Metrics")
 
 
 async def _answer(client: socket.socket, text: Callable[[], str]) -> None:
-    client.setblocking(False)
-    head = b""
-    while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) < HEAD_LIMIT:
-        await anyio.wait_readable(client)
-        try:
-            chunk = client.recv(HEAD_LIMIT)
-        except BlockingIOError:
-            continue
-        if not chunk:
-            return
-        head += chunk
+    head = await endpoint.read_until(client, (b"\r\n\r\n", b"\n\n"), HEAD_LIMIT)
+    if not head:
+        return
     request_line = head.split(b"\r\n", 1)[0].split(b"\n", 1)[0].decode("latin-1")
     parts = request_line.split()
     method, target = (parts[0], parts[1]) if len(parts) >= 2 else ("", "")
@@ -200,11 +183,4 @@ async def _answer(client: socket.socket, text: Callable[[], str]) -> None:
         f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
         f"Connection: close\r\n\r\n"
     ).encode() + (body if method != "HEAD" else b"")
-    view = memoryview(response)
-    while view:
-        await anyio.wait_writable(client)
-        try:
-            sent = client.send(view)
-        except BlockingIOError:
-            continue
-        view = view[sent:]
+    await endpoint.send_all(client, response)

@@ -6,44 +6,18 @@ to a file; teardown TERMs the whole session, waits, then KILLs what is left.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.supervisor_process import REPO, LoggedProcess, free_port, wait_for
+
 APP = "tests.apps.hello:app"
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], T | None], timeout: float, message: str = "") -> T:
-    """Poll until predicate() is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s: {message}")
-        time.sleep(0.02)
 
 
 @dataclass(frozen=True)
@@ -82,32 +56,18 @@ KINDS = (
 )
 
 
-class Server:
+class Server(LoggedProcess):
     """A running server; ``workers()`` are its worker processes as the OS sees them."""
 
     def __init__(
         self, kind: Kind, tmp_path: Path, workers: int = 2, max_requests: int = 0, liveness: int = 0
     ):
         self.kind = kind
+        self.name = kind.name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"{kind.name}-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            kind.command(self.port, workers, max_requests, liveness),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            cwd=REPO,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        command = kind.command(self.port, workers, max_requests, liveness)
+        self._start(command, tmp_path / f"{kind.name}-{self.port}.log")
 
     def workers(self) -> set[int]:
         """Live worker children (uvicorn's multiprocessing resource tracker is not one)."""
@@ -143,29 +103,6 @@ class Server:
             return pids if len(pids) == count and self.answers() in pids else None
 
         return wait_for(ready, timeout, f"{count} {self.kind.name} workers\n{self.log()}")
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(f"{self.kind.name} still running after {timeout}s") from exc
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self._killpg(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        self._killpg(signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-        self._log.close()
-
-    def _killpg(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
 
 
 @dataclass

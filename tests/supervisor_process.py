@@ -32,7 +32,7 @@ def free_port() -> int:
 
 
 def wait_for(
-    predicate: Callable[[], T], timeout: float, interval: float = 0.02, message: str = ""
+    predicate: Callable[[], T | None], timeout: float, message: str = "", interval: float = 0.02
 ) -> T:
     """Poll until predicate() is truthy; fail with ``message`` after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -50,25 +50,20 @@ def _apply_rlimits(rlimits: dict[int, tuple[int, int]]) -> None:
         resource.setrlimit(which, limits)
 
 
-class SupervisorProcess:
-    """``python -m supervisor`` in its own session, logging to a file."""
+class LoggedProcess:
+    """A command in its own session, logging to a file; ``stop`` always reaps it."""
 
-    def __init__(
+    name = "process"
+
+    def _start(
         self,
-        tmp_path: Path,
-        args: Sequence[str],
+        command: list[str],
+        log_path: Path,
         env: dict[str, str] | None = None,
         rlimits: dict[int, tuple[int, int]] | None = None,
-    ):
-        self.port = free_port()
-        self.log_path = tmp_path / f"supervisor-{self.port}.log"
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "supervisor", *args]
-        if "--port" not in args and not any(a.startswith(("-b", "--bind", "--uds")) for a in args):
-            command += ["--host", "127.0.0.1", "--port", str(self.port)]
-        if "--app-dir" not in args:
-            command += ["--app-dir", str(REPO)]
-        self._log = self.log_path.open("wb")
+    ) -> None:
+        self.log_path = log_path
+        self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
             command,
             stdout=self._log,
@@ -86,6 +81,54 @@ class SupervisorProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise AssertionError(
+                f"{self.name} still running after {timeout}s:\n{self.log()}"
+            ) from exc
+
+    def stop(self) -> None:
+        """Always called: TERM the whole session, wait, then KILL what is left."""
+        if self.proc.poll() is None:
+            self._killpg(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(10)
+        self._killpg(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(5)
+        self._log.close()
+
+    def _killpg(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pid, sig)
+
+
+class SupervisorProcess(LoggedProcess):
+    """``python -m supervisor`` in its own session, logging to a file."""
+
+    name = "supervisor"
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        args: Sequence[str],
+        env: dict[str, str] | None = None,
+        rlimits: dict[int, tuple[int, int]] | None = None,
+    ):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "supervisor", *args]
+        if "--port" not in args and not any(a.startswith(("-b", "--bind", "--uds")) for a in args):
+            command += ["--host", "127.0.0.1", "--port", str(self.port)]
+        if "--app-dir" not in args:
+            command += ["--app-dir", str(REPO)]
+        self._start(command, tmp_path / f"supervisor-{self.port}.log", env, rlimits)
 
     def serving_pids(self) -> set[int]:
         serving: set[int] = set()
@@ -114,29 +157,3 @@ class SupervisorProcess:
     def get(self, path: str = "/", **kwargs: object) -> httpx.Response:
         kwargs.setdefault("timeout", 10)
         return httpx.get(self.url + path, **kwargs)  # type: ignore[arg-type]
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise AssertionError(
-                f"supervisor still running after {timeout}s:\n{self.log()}"
-            ) from exc
-
-    def stop(self) -> None:
-        """Always called: TERM the whole session, wait, then KILL what is left."""
-        if self.proc.poll() is None:
-            self._killpg(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(10)
-        self._killpg(signal.SIGKILL)
-        if self.proc.poll() is None:
-            self.proc.wait(5)
-        self._log.close()
-
-    def _killpg(self, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.pid, sig)
