@@ -221,6 +221,7 @@ def test_bad_app_on_sighup_keeps_old_workers_serving(
     ("args", "expected"),
     [
         (["--env-file", "/nonexistent/.env"], "--env-file /nonexistent/.env"),
+        (["--env-file", "/tmp"], "--env-file /tmp"),  # exists but cannot be read as a file
         (["--config", "/nonexistent/conf.py"], "/nonexistent/conf.py"),
     ],
 )

@@ -161,21 +161,3 @@ def test_random_bytes_never_crash_a_worker(
     assert reply == b"" or reply.startswith(b"HTTP/1.1 "), reply[:80]
     assert shared_supervisor.serving_pids() == before
     assert shared_supervisor.children() == before
-
-
-def test_env_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.supervisor_process import REPO
-
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "tests.apps.hello:app", "--env-file", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
-    assert result.returncode == 2, result.stderr
-    assert f"--env-file {tmp_path}" in result.stderr
-    assert "Traceback" not in result.stderr
