@@ -31,11 +31,15 @@ _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "a
 _json = msgspec.json.Encoder()
 
 instance_id = ""
+text_shows_instance = False  # set by the supervisor before forking; workers inherit it
 
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
-        super().__init__("[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+        instance = f"[{instance_id}] " if text_shows_instance and instance_id else ""
+        # The id is escaped so a "%" in it cannot break the format string.
+        instance = instance.replace("%", "%%")
+        super().__init__(f"[%(asctime)s] [%(process)d] {instance}[%(levelname)s] %(message)s")
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(record.created))

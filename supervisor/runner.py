@@ -151,6 +151,9 @@ def run_config(
     config: Config, *, invocation: Invocation | None = None, app: Any | None = None
 ) -> int:
     """Run the supervisor until it stops; the process exit code."""
+    # A name the user chose goes on every text line too; the default hostname-pid
+    # would only repeat the pid that each line already has.
+    logs.text_shows_instance = bool(config.instance_id)
     config = prepare(config)
     logs.configure(config)
     for warning in invocation.warnings if invocation else ():

@@ -91,6 +91,10 @@ def test_instance_id_header_default_and_configured(start_supervisor: StartSuperv
     response = named.get("/")
     assert response.headers["x-fastagentic-instance"] == "pod-a"
     assert "x-instance-id" not in response.headers
+    # A chosen id is on every text log line, the supervisor's and the workers'.
+    lines = named.log().splitlines()
+    assert lines and all("] [pod-a] [" in line for line in lines if line.startswith("["))
+    assert f"[{sup.pid}] [" in sup.log() and f"-{sup.pid}]" not in sup.log()
 
 
 def test_json_logs_and_request_ids(start_supervisor: StartSupervisor) -> None:
