@@ -4,6 +4,18 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from supervisor.api import run
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["__version__", "run"]
+
+if TYPE_CHECKING:
+    from supervisor.api import run
+
+
+def __getattr__(name: str) -> Any:
+    # `supervisor.run` pulls in the whole API; the CLI and the workers do not need it.
+    if name == "run":
+        from supervisor.api import run  # noqa: PLC0415
+
+        return run
+    raise AttributeError(f"module 'supervisor' has no attribute {name!r}")

@@ -20,8 +20,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import watchfiles
-
 from supervisor.config import Config
 
 logger = logging.getLogger("supervisor")
@@ -42,16 +40,24 @@ DEFAULT_EXCLUDE_DIRS = (
 RELOAD_WORKERS_WARN = 4
 
 
-class SourceFilter(watchfiles.DefaultFilter):
-    """Files matching an include glob, outside excluded folders and exclude globs."""
+class SourceFilter:
+    """Files matching an include glob, outside excluded folders and exclude globs.
+
+    watchfiles (a Rust extension) is imported only when --reload is on, so a
+    production supervisor never loads it.
+    """
 
     def __init__(self, includes: Sequence[str], excludes: Sequence[str]) -> None:
+        import watchfiles  # noqa: PLC0415
+
         self.includes = tuple(includes) or DEFAULT_INCLUDES
         self.excludes = tuple(excludes)
-        super().__init__(ignore_dirs=(*DEFAULT_EXCLUDE_DIRS, *self.excludes))
+        self._default = watchfiles.DefaultFilter(
+            ignore_dirs=(*DEFAULT_EXCLUDE_DIRS, *self.excludes)
+        )
 
-    def __call__(self, change: watchfiles.Change, path: str) -> bool:
-        if not super().__call__(change, path):
+    def __call__(self, change: Any, path: str) -> bool:
+        if not self._default(change, path):
             return False
         return is_watched(Path(path), self.includes, self.excludes)
 
@@ -103,6 +109,8 @@ async def watch(config: Config, on_change: Callable[[list[str]], Awaitable[None]
     )
     logging.getLogger("watchfiles").setLevel(logging.WARNING)  # we log the changes ourselves
     debounce_ms = max(int(config.reload_delay * 1000), 1)
+    import watchfiles  # noqa: PLC0415 - see SourceFilter
+
     async for changes in watchfiles.awatch(
         *dirs, watch_filter=watch_filter, debounce=debounce_ms, step=20
     ):
