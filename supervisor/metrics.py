@@ -14,8 +14,6 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import psutil
-
 from supervisor import endpoint
 from supervisor.errors import BindError, ConfigError
 from supervisor.lifecycle import RecycleReason, WorkerState
@@ -128,6 +126,8 @@ def render(arbiter: Arbiter, now: float) -> str:
 
 
 def _own_rss() -> int:
+    import psutil  # noqa: PLC0415 - off the start-up path
+
     try:
         return int(psutil.Process(os.getpid()).memory_info().rss)
     except psutil.Error:

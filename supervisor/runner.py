@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import socket
@@ -23,17 +22,6 @@ if TYPE_CHECKING:
     from supervisor.cli import Invocation
 
 logger = logging.getLogger("supervisor")
-
-# Imported before forking so a new worker only imports the app itself:
-# respawns take tens of milliseconds instead of hundreds.
-WORKER_MODULES = (
-    "uvicorn.protocols.http.httptools_impl",
-    "uvicorn.protocols.http.h11_impl",
-    "uvicorn.lifespan.on",
-    "uvicorn.loops.auto",
-    "uvicorn.middleware.proxy_headers",
-    "uvloop",
-)
 
 
 class EnvFile:
@@ -87,12 +75,6 @@ def open_listeners(config: Config) -> list[socket.socket]:
             sock.close()
         raise
     return opened
-
-
-def _preimport_worker_modules(config: Config) -> None:
-    for name in WORKER_MODULES:
-        with contextlib.suppress(ImportError):
-            importlib.import_module(name)
 
 
 def _write_pid(path: str | None) -> None:
@@ -170,7 +152,6 @@ def run_config(
         if config.metrics_bind:
             metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
         preloaded = app if app is not None else (preload_app(config) if config.preload else None)
-        _preimport_worker_modules(config)
         _write_pid(config.pid)
     except SupervisorError as exc:
         logger.error("%s", exc)
@@ -198,6 +179,7 @@ def run_config(
         metrics_listener=metrics_listener,
     )
     try:
+        arbiter.start()
         code = anyio.run(arbiter.run)
     finally:
         _cleanup(config)
