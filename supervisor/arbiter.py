@@ -203,9 +203,14 @@ class Arbiter:
         own = [sock for sock in listeners if sock not in self.listeners]
         parent_end, child_end = make_pair()
         self.hooks.call("pre_fork", self)
+        # Until the child has reset its handlers, a signal meant for it (a drain
+        # during boot) would run the supervisor's handlers and be lost: hold
+        # signals across fork; the child unblocks them once they mean what they should.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sock in (parent_end, child_end, *own):
                 sock.close()
             self._note_crash(time.monotonic())
@@ -218,6 +223,7 @@ class Arbiter:
             self.hooks.call("post_fork", self)
             app = ReloadErrorApp(self.reload_error) if self.reload_error else self.preloaded_app
             run_worker(self.config, listeners, child_end, self.pid, app)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         for sock in own:  # the worker's own accept queue dies with the worker
             sock.close()
