@@ -268,7 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
             parser.add_argument(*option.flags, action="store_true", **kwargs)
             if option.negative:
                 parser.add_argument(
-                    option.negative, action="store_false", dest=option.field, help=argparse.SUPPRESS
+                    option.negative,
+                    action="store_false",
+                    dest=option.field,
+                    help=f"Turn {option.flags[-1]} off.",
                 )
             continue
         if option.field in LIST_FIELDS:
