@@ -89,20 +89,31 @@ def parse_memory_limit(text: str) -> int | None:
     return value
 
 
+def _read_nearest(directories: tuple[Path, ...], name: str) -> str | None:
+    """The file in this process's own cgroup, else at the controller's root."""
+    for directory in directories:
+        text = _read(directory / name)
+        if text is not None:
+            return text
+    return None
+
+
+def _scope(root: Path, proc_self_cgroup: Path, controller: str) -> tuple[Path, Path]:
+    return _own_cgroup_dir(root, proc_self_cgroup, controller), root
+
+
 def cpu_limit(
     root: Path = CGROUP_ROOT, proc_self_cgroup: Path = Path("/proc/self/cgroup")
 ) -> float | None:
     """CPUs this process may use according to its cgroup, or None when unlimited."""
-    v2 = _own_cgroup_dir(root, proc_self_cgroup, "") / "cpu.max"
-    text = _read(v2) or _read(root / "cpu.max")
+    text = _read_nearest(_scope(root, proc_self_cgroup, ""), "cpu.max")
     if text is not None:
         return parse_cpu_max(text)
     for name in ("cpu,cpuacct", "cpu"):
         v1 = root / name
         if not v1.is_dir():
             continue
-        own = _own_cgroup_dir(v1, proc_self_cgroup, "cpu")
-        for directory in (own, v1):
+        for directory in _scope(v1, proc_self_cgroup, "cpu"):
             quota = _read(directory / "cpu.cfs_quota_us")
             period = _read(directory / "cpu.cfs_period_us")
             if quota is not None and period is not None:
@@ -114,18 +125,11 @@ def memory_limit(
     root: Path = CGROUP_ROOT, proc_self_cgroup: Path = Path("/proc/self/cgroup")
 ) -> int | None:
     """Bytes of memory this process's cgroup may use, or None when unlimited."""
-    v2 = _own_cgroup_dir(root, proc_self_cgroup, "") / "memory.max"
-    text = _read(v2) or _read(root / "memory.max")
-    if text is not None:
-        return parse_memory_limit(text)
-    v1 = root / "memory"
-    if v1.is_dir():
-        own = _own_cgroup_dir(v1, proc_self_cgroup, "memory")
-        for directory in (own, v1):
-            text = _read(directory / "memory.limit_in_bytes")
-            if text is not None:
-                return parse_memory_limit(text)
-    return None
+    text = _read_nearest(_scope(root, proc_self_cgroup, ""), "memory.max")
+    if text is None and (root / "memory").is_dir():
+        scope = _scope(root / "memory", proc_self_cgroup, "memory")
+        text = _read_nearest(scope, "memory.limit_in_bytes")
+    return parse_memory_limit(text) if text is not None else None
 
 
 def usable_cpus() -> int:

@@ -14,7 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from supervisor import endpoint
+from supervisor import endpoint, sockets
 from supervisor.errors import BindError, ConfigError
 from supervisor.lifecycle import RecycleReason, WorkerState
 from supervisor.middleware import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
@@ -139,15 +139,19 @@ def _own_rss() -> int:
 
 def open_metrics_listener(address: str) -> socket.socket:
     """``--metrics-bind HOST:PORT``: bound before any fork so a taken port is one clear error."""
-    host, sep, port_text = address.rpartition(":")
-    if not sep or not port_text.isdigit():
+    try:
+        spec = sockets.parse_bind(address) if ":" in address else None
+    except ConfigError:
+        spec = None
+    if spec is None or spec.kind != "tcp":
         raise ConfigError(f'--metrics-bind: expected HOST:PORT, got "{address}".')
-    host = host.strip("[]") or "0.0.0.0"
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
+    # No SO_REUSEPORT here (unlike the app's listeners): a second process must
+    # not silently share the metrics port.
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, int(port_text)))
+        sock.bind((spec.host, spec.port))
         sock.listen(64)
     except OSError as exc:
         sock.close()

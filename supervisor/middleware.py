@@ -74,8 +74,10 @@ class Protection:
         self.instance_id = config.instance_id or ""
         self.pid = os.getpid()
         self.in_flight = 0
+        # For loop-lag warnings (same --slow-request-ms knob): what ran during the lag.
+        self.track_paths = bool(self.slow_seconds)
         self.paths_in_flight: dict[int, str] = {}
-        self.recent_paths: set[str] = set()  # since the last tick, for loop-lag warnings
+        self.recent_paths: set[str] = set()  # since the last tick
         self.counters: dict[str, float] = dict.fromkeys(
             (*BUCKET_KEYS, *STATUS_KEYS.values(), "responses_5xx", "rejected"), 0.0
         )
@@ -119,14 +121,16 @@ class Protection:
         if counted:
             self.in_flight += 1
         key = id(scope)
-        self.paths_in_flight[key] = path
-        self.recent_paths.add(path)
+        if self.track_paths:
+            self.paths_in_flight[key] = path
+            self.recent_paths.add(path)
         try:
             await self.app(scope, receive, observed_send)
         finally:
             if counted:
                 self.in_flight -= 1
-            del self.paths_in_flight[key]
+            if self.track_paths:
+                del self.paths_in_flight[key]
             self._record(scope, status, sent, time.perf_counter() - started, request_id)
 
     def _record(
