@@ -31,6 +31,7 @@ from supervisor.config import Config, format_size
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
 from supervisor.exits import describe_status, exit_code, reap_children
 from supervisor.lifecycle import RecycleReason, WorkerRecord, WorkerState
+from supervisor.logs import capture
 from supervisor.reload import ReloadErrorApp
 
 if TYPE_CHECKING:
@@ -42,7 +43,12 @@ TICK_SECONDS = 0.5
 DRAIN_MARGIN = 5.0  # after --timeout-graceful, for lifespan shutdown before SIGKILL
 FAST_STOP_SECONDS = 3.0
 HUNG_KILL_DELAY = 0.2  # time for faulthandler to write the stack before SIGKILL
-WORKER_MODULES = ("supervisor.worker", "uvicorn.config", "uvicorn.middleware.proxy_headers")
+WORKER_MODULES = (
+    "supervisor.worker.main",
+    "supervisor.worker.assemble",
+    "uvicorn.config",
+    "uvicorn.middleware.proxy_headers",
+)
 HANDLED_SIGNALS = (
     signal.SIGTERM,
     signal.SIGINT,
@@ -117,7 +123,7 @@ class Arbiter:
         async with anyio.create_task_group() as tg:
             self._tg = tg
             for worker in list(self.workers.values()):
-                tg.start_soon(self._read_channel, worker)
+                self._start_readers(worker)
             tg.start_soon(self._watch_signals)
             tg.start_soon(self._tick)
             if self.config.reload:
@@ -202,6 +208,8 @@ class Arbiter:
             return False
         own = [sock for sock in listeners if sock not in self.listeners]
         parent_end, child_end = make_pair()
+        dump_r, dump_w = os.pipe()
+        output_r, output_w = os.pipe() if logs.state.json else (-1, -1)
         self.hooks.call("pre_fork", self)
         # Until the child has reset its handlers, a signal meant for it (a drain
         # during boot) would run the supervisor's handlers and be lost: hold
@@ -213,18 +221,32 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sock in (parent_end, child_end, *own):
                 sock.close()
+            _close_fds(dump_r, dump_w, output_r, output_w)
             self._note_crash(time.monotonic())
             logger.error("Cannot fork a worker (%s); retrying with backoff", exc.strerror or exc)
             return False
         if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
-            from supervisor.worker import run_worker  # noqa: PLC0415 - imported by warm_worker_imports
+            from supervisor.worker import WorkerStart, run_worker  # noqa: PLC0415 - warmed up
 
             parent_end.close()
             self.hooks.call("post_fork", self)
             app = ReloadErrorApp(self.reload_error) if self.reload_error else self.preloaded_app
-            run_worker(self.config, listeners, child_end, self.pid, app)
+            run_worker(
+                WorkerStart(
+                    self.config,
+                    listeners,
+                    child_end,
+                    self.pid,
+                    app,
+                    max_requests=limits.max_requests,
+                    dump_fd=dump_w,
+                    output_fd=output_w,
+                )
+            )
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
+        _close_fds(dump_w, output_w)
+        os.set_blocking(dump_r, False)
         for sock in own:  # the worker's own accept queue dies with the worker
             sock.close()
         now = time.monotonic()
@@ -237,12 +259,66 @@ class Arbiter:
             max_lifetime=limits.max_lifetime,
             last_beat=now,
             serves_error=self.reload_error is not None,
+            dump_fd=dump_r,
         )
+        if output_r >= 0:
+            os.set_blocking(output_r, False)
+            worker.output = capture.PipeLines(output_r)
         self.workers[pid] = worker
         logger.info("Booting worker %d (generation %d)", pid, self.generation)
-        if self._tg is not None:  # else run() starts the reader (see start)
-            self._tg.start_soon(self._read_channel, worker)
+        if self._tg is not None:  # else run() starts the readers (see start)
+            self._start_readers(worker)
         return True
+
+    def _start_readers(self, worker: WorkerRecord) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._read_channel, worker)
+        if worker.output is not None:
+            self._tg.start_soon(self._read_output, worker)
+
+    async def _read_output(self, worker: WorkerRecord) -> None:
+        """JSON mode: what the worker wrote to fds 1/2 outside logging, one record a line."""
+        output = worker.output
+        while output is not None and worker.output is output:
+            try:
+                await anyio.wait_readable(output.fd)
+            except (anyio.ClosedResourceError, OSError):
+                return
+            if not self._relay_output(worker):
+                return
+
+    def _relay_output(self, worker: WorkerRecord) -> bool:
+        output = worker.output
+        if output is None:
+            return False
+        lines, eof = output.read()
+        for line in lines:
+            capture.worker_record("output", logging.INFO, line, worker.pid)
+        if eof:
+            anyio.notify_closing(output.fd)
+            output.close()
+            worker.output = None
+        return not eof
+
+    def _log_stack_dump(self, worker: WorkerRecord) -> None:
+        """faulthandler's dump of a worker killed as hung (or crashed in C), as one record."""
+        if worker.dump_fd < 0:
+            return
+        dump = capture.read_dump(worker.dump_fd)
+        os.close(worker.dump_fd)
+        worker.dump_fd = -1
+        if not dump:
+            return
+        if logs.state.json:
+            capture.worker_record(
+                "supervisor",
+                logging.ERROR,
+                f"Worker {worker.pid} stack dump",
+                worker.pid,
+                stack=dump,
+            )
+        else:
+            logger.error("Worker %d stack dump:\n%s", worker.pid, dump)
 
     def _listeners_for_worker(self) -> list[socket.socket]:
         if not self.config.reuse_port:
@@ -437,6 +513,8 @@ class Arbiter:
             self._processes.pop(pid, None)
             self._drain_channel(worker)
             self._close_channel(worker)
+            self._relay_output(worker)
+            self._log_stack_dump(worker)
             worker.transition(WorkerState.STOPPED)
             self._account_exit(worker)
             self.hooks.call("worker_exit", self, worker)
@@ -657,3 +735,10 @@ class Arbiter:
                 self.exit_code = self.exit_code or EXIT_ERROR
             for worker in left:
                 self._kill(worker)
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)

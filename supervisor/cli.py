@@ -189,10 +189,30 @@ OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option(
+        ("--log-config",),
+        "log_config",
+        "Logging configuration file (dictConfig .json/.yaml, or fileConfig .ini), applied in"
+        " the supervisor and every worker instead of our own handlers.",
+        "FILE",
+    ),
+    Option(
         ("--access-log",),
         "access_log",
         "Log every request. [on]",
         negative="--no-access-log",
+    ),
+    Option(
+        ("--access-logfile",),
+        "access_log_file",
+        "Write access lines to FILE ('-' = stdout) instead of the main log; SIGUSR1 reopens it.",
+        "FILE",
+    ),
+    Option(
+        ("--access-log-format", "--access-logformat"),
+        "access_log_format",
+        "Access line in gunicorn's atoms, e.g. '%%(h)s %%(l)s %%(u)s %%(t)s \"%%(r)s\" %%(s)s"
+        " %%(b)s'. [client, request line, status, duration]",
+        "FORMAT",
     ),
     Option(
         ("--proxy-headers",),

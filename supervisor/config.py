@@ -79,7 +79,11 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     log_level: LogLevel = "info"
     log_format: LogFormat = "text"
     log_file: str | None = None
+    log_config: str | None = None
+    log_config_dict: dict[str, Any] | None = None  # gunicorn's logconfig_dict
     access_log: bool = True
+    access_log_file: str | None = None
+    access_log_format: str | None = None
     proxy_headers: bool = True
     forwarded_allow_ips: str | None = None
     root_path: str = ""

@@ -139,12 +139,11 @@ def _keepalive(value: Any) -> dict[str, Any]:
     return {"timeout_keep_alive": value}
 
 
-def _accesslog(value: Any, notes: list[str]) -> dict[str, Any]:
+def _accesslog(value: Any) -> dict[str, Any]:
+    """gunicorn's ``accesslog``: unset (None) means no access log; "-" is stdout."""
     if value is None:
         return {"access_log": False}
-    if value != "-":
-        notes.append(f"accesslog {value!r}: access lines go to the main log (errorlog/--log-file)")
-    return {"access_log": True}
+    return {"access_log": True, "access_log_file": str(value)}
 
 
 def _loglevel(value: Any) -> dict[str, Any]:
@@ -207,6 +206,7 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "asgi_loop": lambda v: {"loop": v},
     "asgi_lifespan": lambda v: {"lifespan": v},
     "root_path": lambda v: {"root_path": v},
+    "access_log_format": lambda v: {"access_log_format": str(v)},
 }
 
 
@@ -235,7 +235,7 @@ def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedCon
             elif name in CONVERTERS:
                 loaded.settings.update(CONVERTERS[name](value))
             elif name == "accesslog":
-                loaded.settings.update(_accesslog(value, notes))
+                loaded.settings.update(_accesslog(value))
             elif name == "raw_env":
                 loaded.env.update(parse_env(value))
             elif name in IGNORED:
@@ -413,8 +413,7 @@ def _translated(flag: str, value: str, env: dict[str, str], notes: list[str]) ->
     if flag in ("-t", "--timeout"):
         return ["--timeout-worker", str(NEVER) if value.strip() in ("0", "0.0") else value]
     if flag == "--access-logfile":
-        _accesslog(value, notes)
-        return ["--access-log"]
+        return ["--access-log", "--access-logfile", value]
     if flag in ("-e", "--env"):
         env.update(parse_env(value))
         return []

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class WorkerState(enum.Enum):
@@ -69,6 +70,8 @@ class WorkerRecord:
     boot_failure: str | None = None
     serves_error: bool = False  # --reload: answers 503 with the import error
     stats: dict[str, float] = field(default_factory=dict)
+    dump_fd: int = -1  # faulthandler's pipe: the stack of a worker killed as hung
+    output: Any = None  # JSON mode: capture.PipeLines over the worker's fds 1 and 2
 
     def transition(self, new: WorkerState) -> None:
         if new is self.state:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from supervisor import endpoint, sockets
 from supervisor.errors import BindError, ConfigError
 from supervisor.lifecycle import RecycleReason, WorkerState
-from supervisor.middleware import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
+from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
@@ -76,7 +76,7 @@ def render(arbiter: Arbiter, now: float) -> str:
 
     if "duration_count" in stats:
         out.family("supervisor_responses_total", "counter", "Responses by status class.")
-        for key in (*STATUS_KEYS.values(), "responses_5xx"):
+        for key in STATUS_KEYS:
             out.sample("supervisor_responses_total", stats.get(key, 0.0), status=key[-3:])
         out.family(
             "supervisor_request_duration_seconds", "histogram", "Time to the end of the response."
@@ -95,6 +95,20 @@ def render(arbiter: Arbiter, now: float) -> str:
             "Requests answered 503 by --max-concurrent.",
         )
         out.sample("supervisor_concurrency_rejections_total", stats.get("rejected", 0.0))
+
+    if "log_stalls" in stats:
+        out.family(
+            "supervisor_log_stalls_total",
+            "counter",
+            "Times a worker waited for a slow reader of its log output (backpressure).",
+        )
+        out.sample("supervisor_log_stalls_total", stats.get("log_stalls", 0.0))
+        out.family(
+            "supervisor_log_stalled_seconds_total",
+            "counter",
+            "Seconds workers spent waiting for a slow reader of their log output.",
+        )
+        out.sample("supervisor_log_stalled_seconds_total", stats.get("log_stalled_seconds", 0.0))
 
     out.family("supervisor_workers", "gauge", "Workers by state.")
     for state in WorkerState:

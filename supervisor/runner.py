@@ -120,6 +120,24 @@ def _log_start(config: Config, listeners: list[socket.socket]) -> None:
             )
 
 
+def _install_logging(config: Config, *, text_instance: bool) -> None:
+    """Logging for the supervisor (workers inherit it); a bad format or log config is exit 2."""
+    if config.access_log_format:
+        from supervisor.worker.access import check_format  # noqa: PLC0415
+
+        check_format(config.access_log_format)
+    logs.install(
+        level=config.log_level,
+        json_format=config.log_format == "json",
+        instance=config.instance_id or "",
+        text_instance=text_instance,
+        log_file=config.log_file,
+        access_file=config.access_log_file,
+        log_config=config.log_config_dict or config.log_config,
+    )
+    logging.captureWarnings(True)
+
+
 def prepare(config: Config) -> Config:
     """Settings that depend on this process: the instance id defaults to hostname-pid."""
     if not config.instance_id:
@@ -135,9 +153,13 @@ def run_config(
     """Run the supervisor until it stops; the process exit code."""
     # A name the user chose goes on every text line too; the default hostname-pid
     # would only repeat the pid that each line already has.
-    logs.text_shows_instance = bool(config.instance_id)
+    text_instance = bool(config.instance_id)
     config = prepare(config)
-    logs.configure(config)
+    try:
+        _install_logging(config, text_instance=text_instance)
+    except ConfigError as exc:
+        sys.stderr.write(f"supervisor: error: {exc}\n")
+        return exc.exit_code
     for warning in invocation.warnings if invocation else ():
         logger.warning("%s", warning)
     env_file = EnvFile(config.env_file)
@@ -152,6 +174,8 @@ def run_config(
         if config.metrics_bind:
             metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
         preloaded = app if app is not None else (preload_app(config) if config.preload else None)
+        if preloaded is not None:
+            logs.adopt_app_logging()  # its import may have run dictConfig
         _write_pid(config.pid)
     except SupervisorError as exc:
         logger.error("%s", exc)

@@ -287,8 +287,8 @@ def _ok(url: str) -> bool:
         return False
 
 
-def _fd_targets(pid: int) -> dict[str, int]:
-    targets: dict[str, int] = {}
+def _fd_targets(pid: int) -> dict[str, set[int]]:
+    targets: dict[str, set[int]] = {}
     for name in os.listdir(f"/proc/{pid}/fd"):
         try:
             target = os.readlink(f"/proc/{pid}/fd/{name}")
@@ -296,7 +296,7 @@ def _fd_targets(pid: int) -> dict[str, int]:
             continue
         # epoll/eventfd instances are per process even when their names match
         if not target.startswith("anon_inode:"):
-            targets[target] = int(name)
+            targets.setdefault(target, set()).add(int(name))
     return targets
 
 
@@ -309,12 +309,19 @@ def test_worker_inherits_no_supervisor_fds_but_listeners(
     listener_inodes = set()
     for conn in psutil.Process(sup.pid).net_connections(kind="inet"):
         if conn.status == psutil.CONN_LISTEN:
-            listener_inodes.add(next(t for t, fd in supervisor_fds.items() if fd == conn.fd))
+            listener_inodes.update(t for t, fds in supervisor_fds.items() if conn.fd in fds)
     assert listener_inodes
+    # What stdout/stderr point at (the log), which workers write to as well.
+    stdio = {t for t, fds in supervisor_fds.items() if min(fds) <= 2}
+    pipes_by_worker = {}
     for pid in workers:
         shared = set(_fd_targets(pid)) & set(supervisor_fds)
-        stdio = {t for t, fd in supervisor_fds.items() if fd <= 2}
-        assert shared - stdio - listener_inodes == set(), shared
+        # A worker's own pipes (its stack-dump pipe; the supervisor holds the read end).
+        own_pipes = {t for t in shared if t.startswith("pipe:")}
+        pipes_by_worker[pid] = own_pipes
+        assert shared - stdio - listener_inodes - own_pipes == set(), shared
+    first, second = pipes_by_worker.values()
+    assert not first & second, "a pipe shared by two workers is not a worker's own"
 
 
 def test_workers_exit_when_supervisor_is_killed(start_supervisor: StartSupervisor) -> None:

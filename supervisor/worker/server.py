@@ -19,7 +19,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -28,54 +28,20 @@ import uvicorn
 
 from supervisor import logs
 from supervisor.channel import Heartbeat, Ready, WorkerChannel
-from supervisor.middleware import Protection
+from supervisor.worker.counters import Counters
+from supervisor.worker.drain import DrainState
+from supervisor.worker.observe import Observer, close_idle, loop_lag_paths
 
 logger = logging.getLogger("supervisor.worker")
 
-HEARTBEAT_EVERY_TICKS = 10  # uvicorn ticks every 0.1 s; beat at least once a second
+# uvicorn ticks every 0.1 s; a heartbeat goes once a second (liveness is judged in
+# seconds), and at once when something the supervisor acts on changes.
+HEARTBEAT_EVERY_TICKS = 10
 ORPHAN_DRAIN_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
 TICK_SECONDS = 0.1  # uvicorn's main loop
 FD_WARN_RATIO = 0.9
 FD_CLEAR_RATIO = 0.75
-
-
-class DrainState:
-    """Shared by the server and the ASGI wrapper: are we draining?"""
-
-    __slots__ = ("draining", "hooks")
-
-    def __init__(self) -> None:
-        self.draining = False
-        self.hooks: list[Callable[[], Any]] = []
-
-
-class CloseConnectionsWhenDraining:
-    """Outermost ASGI layer: while draining, every response asks the client to
-    close the connection, so keep-alive clients move to a sibling worker
-    without ever having a request cut. Costs one attribute check per request."""
-
-    __slots__ = ("app", "state")
-
-    def __init__(self, app: Any, state: DrainState) -> None:
-        self.app = app
-        self.state = state
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if not self.state.draining or scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_close(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = [
-                    (k, v) for k, v in message.get("headers", []) if k.lower() != b"connection"
-                ]
-                headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_with_close)
 
 
 class WorkerServer(uvicorn.Server):
@@ -90,7 +56,9 @@ class WorkerServer(uvicorn.Server):
         supervisor_pid: int,
         idle_grace: float,
         graceful: float,
-        protection: Protection | None = None,
+        observer: Observer | None = None,
+        counters: Counters | None = None,
+        max_requests: int = 0,
         loop_lag_ms: float | None = None,
     ) -> None:
         super().__init__(config)
@@ -99,14 +67,16 @@ class WorkerServer(uvicorn.Server):
         self.supervisor_pid = supervisor_pid
         self.idle_grace = idle_grace
         self.graceful = graceful
-        self.protection = protection
+        self.observer = observer
+        self.counters = counters
+        self.max_requests = max_requests
+        self._limit_reported = False
         self.loop_lag = (loop_lag_ms or 0) / 1000
         self._last_tick = 0.0
         self.reopen_logs = False
         self._fd_warned = False
         self.boot_started = time.monotonic()
         self.drain_clean = True
-        self._last_reported = -1
         self._awaiting_head_since: dict[Any, float] = {}
 
     # Signals ---------------------------------------------------------------
@@ -140,7 +110,12 @@ class WorkerServer(uvicorn.Server):
     # Startup and liveness --------------------------------------------------
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        loop = asyncio.get_running_loop()
+        for sink in logs.sinks():
+            sink.loop = loop  # access lines are written once per event-loop turn
+            sink.on_stall = self.send_heartbeat  # alive while the log reader holds us up
         await super().startup(sockets=sockets)
+        logs.adopt_app_logging()  # frameworks that configure logging at startup (lifespan)
         if self.started:
             boot_ms = (time.monotonic() - self.boot_started) * 1000
             self.channel.send(Ready(boot_ms=boot_ms))
@@ -160,26 +135,36 @@ class WorkerServer(uvicorn.Server):
             self.graceful = min(self.graceful, ORPHAN_DRAIN_SECONDS)
             self.should_exit = should_exit = True
         if counter % HEARTBEAT_EVERY_TICKS == 0:
-            self._close_stalled_connections(time.monotonic())
+            now = time.perf_counter()
+            close_idle(self.server_state.connections, now, float(self.config.timeout_keep_alive))
+            self._close_stalled_connections(now)
             self._check_fd_headroom()
-        requests = self.server_state.total_requests
-        if requests != self._last_reported or counter % HEARTBEAT_EVERY_TICKS == 0:
-            self._last_reported = requests
             self.send_heartbeat()
+        elif self._reached_max_requests():
+            self.send_heartbeat()  # the supervisor starts the replacement now, not in a second
         return should_exit
+
+    def _reached_max_requests(self) -> bool:
+        if self._limit_reported or not self.max_requests:
+            return False
+        if self.server_state.total_requests < self.max_requests:
+            return False
+        self._limit_reported = True
+        return True
 
     def _check_loop_lag(self, now: float) -> None:
         """uvicorn ticks every 0.1 s; a late tick means something blocked the loop."""
         lag = now - self._last_tick - TICK_SECONDS if self._last_tick else 0.0
         self._last_tick = now
-        paths: list[str] = []
-        if self.protection is not None:
-            # The blocking request has usually finished by the time this tick runs.
-            recent = self.protection.recent_paths
-            paths = sorted(recent | set(self.protection.paths_in_flight.values()))
-            recent.clear()
         if lag < self.loop_lag:
+            if self.observer is not None:
+                self.observer.recent_slow.clear()
             return
+        # The blocking request has usually finished by the time this tick runs:
+        # it is among the slow requests since the last tick.
+        paths = (
+            loop_lag_paths(self.observer, self.server_state.connections) if self.observer else []
+        )
         logger.warning(
             "Event loop lag: %.0f ms blocked (requests active: %s)",
             lag * 1000,
@@ -237,13 +222,17 @@ class WorkerServer(uvicorn.Server):
 
     def send_heartbeat(self) -> None:
         state = self.server_state
+        stats = self.counters.stats() if self.counters is not None else None
+        stalls = logs.stall_stats()
+        if stalls:
+            stats = {**(stats or {}), **stalls}
         self.channel.send(
             Heartbeat(
                 requests=state.total_requests,
                 in_flight=len(state.tasks),
                 connections=len(state.connections),
                 draining=self.drain.draining,
-                stats=self.protection.stats() if self.protection is not None else None,
+                stats=stats,
             )
         )
 
@@ -314,7 +303,12 @@ class WorkerServer(uvicorn.Server):
 def _awaiting_request_head(connection: Any) -> bool:
     """An HTTP connection with no keep-alive timer running and no request being
     served: it is between connect (or a response) and a complete request head."""
-    if not hasattr(connection, "cycle") or not hasattr(connection, "timeout_keep_alive_task"):
+    if not hasattr(connection, "cycle"):
+        return False
+    if hasattr(connection, "idle_since"):  # ours: idle ones are close_idle's
+        cycle = connection.cycle
+        return connection.idle_since == 0.0 and (cycle is None or bool(cycle.response_complete))
+    if not hasattr(connection, "timeout_keep_alive_task"):
         return False
     if connection.timeout_keep_alive_task is not None:
         return False

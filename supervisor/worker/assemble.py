@@ -1,0 +1,157 @@
+"""Putting a worker's request path together: the app, the observer, the protocol.
+
+With httptools (uvicorn's "auto" choice when installed) everything a worker
+adds lives in its protocol (:mod:`supervisor.worker.observe`) and the app is
+called as it is. Other HTTP implementations get the same features through
+one ASGI layer. Proxy headers for WebSocket scopes always go through
+uvicorn's own ProxyHeadersMiddleware, which the WebSocket protocol runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+from supervisor import control, logs
+from supervisor.config import Config
+from supervisor.worker.access import DefaultLine, FormattedLine, JsonLine, LineMaker
+from supervisor.worker.counters import Counters
+from supervisor.worker.drain import DrainState
+from supervisor.worker.guards import trusted_hosts
+from supervisor.worker.observe import ObservedApp, Observer, protocol_class, uses_fast_path
+
+
+@dataclass
+class Observed:
+    """The worker's observer and counters; ``bind`` gives the ASGI layer uvicorn's task set."""
+
+    observer: Observer
+    counters: Counters | None
+    _tasks: list[Any] = field(default_factory=list)
+
+    def bind(self, server_state: Any) -> None:
+        self._tasks.append(server_state.tasks)
+
+    def in_flight(self) -> int:
+        return len(self._tasks[0]) if self._tasks else 0
+
+
+class LoggingAccess:
+    """--log-config: access records go through logging, as uvicorn's and gunicorn's do.
+
+    ``uvicorn.access`` gets uvicorn's message and arguments (its AccessFormatter
+    reads them); when the user's config gives ``gunicorn.access`` handlers,
+    that logger gets the formatted line instead.
+    """
+
+    def __init__(self, formatted: FormattedLine | None) -> None:
+        self.formatted = formatted
+        gunicorn = logging.getLogger("gunicorn.access")
+        self.gunicorn = gunicorn if gunicorn.handlers else None
+        self.uvicorn = logging.getLogger("uvicorn.access")
+
+    def __call__(self, c: Any) -> bytes:
+        scope = c.scope
+        if self.gunicorn is not None:
+            text = self.formatted.text(c) if self.formatted else _uvicorn_text(c)
+            self.gunicorn.info("%s", text)
+            return b""
+        client = scope.get("client")
+        query: bytes = scope["query_string"]
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        self.uvicorn.info(
+            '%s - "%s %s HTTP/%s" %d',
+            f"{client[0]}:{client[1]}" if client else "",
+            scope["method"],
+            target,
+            scope["http_version"],
+            c.status,
+        )
+        return b""
+
+
+def _uvicorn_text(c: Any) -> str:
+    scope = c.scope
+    client = scope.get("client")
+    peer = f"{client[0]}:{client[1]}" if client else ""
+    return f'{peer} - "{scope["method"]} {scope["path"]} HTTP/{scope["http_version"]}" {c.status}'
+
+
+class _NoSink:
+    """Where a LoggingAccess line goes: it has logged itself already."""
+
+    def write(self, line: bytes) -> None:
+        pass
+
+
+def access_line(config: Config) -> LineMaker | None:
+    """How this worker writes an access line, or None with the access log off."""
+    if not config.access_log:
+        return None
+    formatted = FormattedLine(config.access_log_format) if config.access_log_format else None
+    if logs.state.user_config and not config.access_log_file:
+        return LoggingAccess(formatted)
+    if config.log_format == "json":
+        return JsonLine(logs.state.instance, formatted)
+    if formatted is not None:
+        return formatted
+    return DefaultLine(logs.state.instance if logs.state.text_instance else "")
+
+
+def observe(
+    uv_config: uvicorn.Config, config: Config, drain: DrainState, supervisor_pid: int
+) -> Observed:
+    """Load the app into ``uv_config`` and put the observation in its request path."""
+    uv_config.load()
+    raw_app = uv_config.loaded_app
+    counters = Counters() if (config.metrics_bind or config.metrics_path) else None
+    line = access_line(config)
+    formatted = line if isinstance(line, FormattedLine) else getattr(line, "_custom", None)
+    metrics_text = None
+    if config.metrics_path:
+        control_path = control.socket_path(config, supervisor_pid)
+
+        async def metrics_text() -> str:
+            return await control.fetch_metrics(control_path)
+
+    observer = Observer(
+        line=line,
+        sink=_NoSink() if isinstance(line, LoggingAccess) else logs.state.access,
+        drain=drain,
+        counters=counters,
+        limit=config.max_concurrent or 0,
+        bypass=frozenset(config.health_paths),
+        slow_seconds=(config.slow_request_ms or 0) / 1000,
+        request_ids=config.access_log and config.log_format == "json",
+        trusted=trusted_hosts(uv_config.forwarded_allow_ips) if config.proxy_headers else None,
+        keep_response_headers=bool(formatted and formatted.uses_response_headers),
+        metrics_path=config.metrics_path,
+        metrics_text=metrics_text,
+    )
+    observed = Observed(observer, counters)
+    if uses_fast_path(uv_config.http_protocol_class):
+        uv_config.http_protocol_class = protocol_class(observer, raw_app)
+        app = raw_app
+    else:
+        uv_config.http_protocol_class = _quiet(uv_config.http_protocol_class)
+        observer.trusted = None  # ProxyHeadersMiddleware below covers HTTP too
+        app = ObservedApp(raw_app, observer, observed.in_flight)
+    if config.proxy_headers:
+        app = ProxyHeadersMiddleware(app, trusted_hosts=uv_config.forwarded_allow_ips)
+    uv_config.loaded_app = app
+    return observed
+
+
+def _quiet(protocol: type[Any]) -> type[Any]:
+    """Another HTTP protocol class whose uvicorn access logging is off for good."""
+    original_init = protocol.__init__
+
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        self.access_log = False
+
+    return type(protocol.__name__, (protocol,), {"__init__": __init__})

@@ -1,0 +1,177 @@
+"""Runs in the forked child: a clean process, then a uvicorn Server on the inherited sockets.
+
+It never returns into the supervisor's code: every path ends in ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import faulthandler
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from uvicorn._compat import asyncio_run
+
+from supervisor import logs
+from supervisor.channel import BootFailure, WorkerChannel
+from supervisor.config import Config
+from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
+from supervisor.logs.capture import STDERR_LEVEL, STDOUT_LEVEL, LogStream
+from supervisor.worker import assemble, process
+from supervisor.worker.drain import DrainState
+from supervisor.worker.loading import AppLoadFailure, load_app
+from supervisor.worker.server import WorkerServer
+
+logger = logging.getLogger("supervisor.worker")
+
+IDLE_GRACE_CAP = 2.0
+
+
+@dataclass(frozen=True)
+class WorkerStart:
+    """What the supervisor hands a worker at fork."""
+
+    config: Config
+    listeners: list[socket.socket]
+    channel: socket.socket
+    supervisor_pid: int
+    app: Any | None = None  # preloaded (--preload, supervisor.run(app_object))
+    max_requests: int = 0  # this worker's jittered limit: it reports reaching it at once
+    dump_fd: int = -1  # faulthandler writes a hung worker's stack here
+    output_fd: int = -1  # JSON mode: fds 1 and 2 point here
+
+    def fds(self) -> set[int]:
+        own = {self.channel.fileno(), self.dump_fd, self.output_fd}
+        return {sock.fileno() for sock in self.listeners} | own | logs.sink_fds()
+
+
+def run_worker(start: WorkerStart) -> None:
+    """The child's whole life. Never returns."""
+    code = EXIT_ERROR
+    try:
+        process.reset(start.supervisor_pid, keep=start.fds() - {-1})
+        _setup_output(start)
+        code = _serve(start, WorkerChannel(start.channel))
+    except BaseException:  # the child must never unwind into the supervisor's stack
+        logger.exception("Worker %d crashed", os.getpid())
+    finally:
+        logging.shutdown()
+        with contextlib.suppress(Exception):  # a closed stream must not block the exit
+            logs.flush_all()
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _setup_output(start: WorkerStart) -> None:
+    logs.after_fork()
+    if start.output_fd >= 0:
+        process.capture_output(start.output_fd)
+        sys.stdout = LogStream("stdout", STDOUT_LEVEL, 1)
+        sys.stderr = LogStream("stderr", STDERR_LEVEL, 2)
+    logging.captureWarnings(True)
+    # A hung worker gets SIGABRT first: faulthandler writes every thread's stack to a
+    # pipe the supervisor reads when the worker is gone, then it is killed.
+    if start.dump_fd >= 0:
+        faulthandler.enable(file=start.dump_fd, all_threads=True)
+    else:
+        faulthandler.enable(all_threads=True)
+
+
+def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
+    config = start.config
+    try:
+        app = start.app if start.app is not None else load_app(config)
+    except AppLoadFailure as exc:
+        channel.send(BootFailure(exit_code=EXIT_APP_LOAD_ERROR, message=str(exc)))
+        return EXIT_APP_LOAD_ERROR
+    logs.adopt_app_logging()  # the app may have run dictConfig at import (Django does)
+
+    drain = DrainState()
+    hook = getattr(app, "on_drain", None)
+    if callable(hook):
+        drain.hooks.append(hook)
+    uv_config = uvicorn_config(config, app)
+    observed = assemble.observe(uv_config, config, drain, start.supervisor_pid)
+    startup_errors = logs.StartupErrorBuffer("uvicorn.error")
+    server = WorkerServer(
+        uv_config,
+        channel=channel,
+        drain=drain,
+        supervisor_pid=start.supervisor_pid,
+        idle_grace=min(config.timeout_keep_alive, IDLE_GRACE_CAP),
+        graceful=config.timeout_graceful,
+        observer=observed.observer,
+        counters=observed.counters,
+        max_requests=start.max_requests,
+        loop_lag_ms=config.slow_request_ms,
+    )
+    observed.bind(server.server_state)
+    try:
+        with startup_errors:
+            asyncio_run(
+                _serve_until_started(server, start.listeners, startup_errors),
+                loop_factory=uv_config.get_loop_factory(),
+            )
+    except SystemExit as exc:
+        if not server.started:
+            message = startup_errors.text() or "Application startup failed."
+            channel.send(BootFailure(exit_code=EXIT_WORKER_BOOT_ERROR, message=message))
+            return EXIT_WORKER_BOOT_ERROR
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    if not server.started:
+        channel.send(BootFailure(exit_code=EXIT_WORKER_BOOT_ERROR, message=startup_errors.text()))
+        return EXIT_WORKER_BOOT_ERROR
+    return EXIT_OK if server.drain_clean else EXIT_ERROR
+
+
+async def _serve_until_started(
+    server: WorkerServer, listeners: list[socket.socket], startup_errors: logs.StartupErrorBuffer
+) -> None:
+    async def release_when_started() -> None:
+        while not server.started and not server.should_exit:
+            await asyncio.sleep(0.01)
+        if server.started:
+            startup_errors.release()
+
+    watcher = asyncio.ensure_future(release_when_started())
+    try:
+        await server.serve(sockets=listeners)
+    finally:
+        watcher.cancel()
+
+
+def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
+    """The uvicorn Config for one worker; proxy headers and observation are added by us."""
+    return uvicorn.Config(
+        app,
+        loop=config.loop,
+        http=config.http,
+        ws=config.ws,
+        lifespan=config.lifespan,
+        log_config=None,
+        log_level=config.log_level,
+        # Access lines are ours (supervisor.worker.observe); False here would make uvicorn
+        # cut "uvicorn.access" off from the handlers of a --log-config.
+        access_log=True,
+        proxy_headers=False,
+        forwarded_allow_ips=config.forwarded_allow_ips,
+        root_path=config.root_path,
+        timeout_keep_alive=int(config.timeout_keep_alive) or 1,
+        timeout_graceful_shutdown=int(config.timeout_graceful) if config.timeout_graceful else None,
+        backlog=config.backlog,
+        headers=[(config.instance_header, config.instance_id)] if config.instance_id else None,
+        server_header=config.server_header,
+        date_header=config.date_header,
+        factory=False,
+    )
+
+
+__all__ = ["AppLoadFailure", "WorkerStart", "load_app", "run_worker", "uvicorn_config"]

@@ -1,0 +1,86 @@
+"""A forked worker's clean start: what fork copied from the supervisor is undone.
+
+Default signal dispositions, no inherited descriptors but the worker's own
+(listeners, channel, log sinks, its output pipes), a parent-death signal so
+it never outlives the supervisor, and fds 0-2 that always point somewhere
+safe: if an app closes one, the next accepted client socket could take its
+number and receive whatever is written there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+
+from supervisor.errors import EXIT_OK
+
+PR_SET_PDEATHSIG = 1
+
+
+def reset(supervisor_pid: int, keep: set[int]) -> None:
+    """Undo what fork copied from the supervisor."""
+    # Python 3.11 does not reset asyncio's running loop in a forked child.
+    asyncio.events._set_running_loop(None)
+    signal.set_wakeup_fd(-1)
+    for sig in signal.valid_signals():
+        if sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):
+            continue
+    # Python itself starts with these ignored (EPIPE becomes an exception).
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    _die_with_parent(supervisor_pid)
+    _close_inherited_fds(keep)
+    _occupy_standard_fds()
+
+
+def _die_with_parent(supervisor_pid: int) -> None:
+    # SIGTERM rather than SIGKILL: an orphaned worker still finishes the
+    # requests it holds (bounded by ORPHAN_DRAIN_SECONDS), then exits.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the heartbeat's getppid() check still catches orphaning
+    if os.getppid() != supervisor_pid:  # the supervisor died before prctl took effect
+        os._exit(EXIT_OK)
+
+
+def _close_inherited_fds(keep: set[int]) -> None:
+    keep |= {0, 1, 2}
+    try:
+        open_fds = sorted(int(name) for name in os.listdir("/proc/self/fd"))
+    except OSError:
+        open_fds = list(range(3, 1024))
+    for fd in open_fds:
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                continue
+
+
+def _occupy_standard_fds() -> None:
+    """fds 0, 1 and 2 always open: /dev/null for stdin, and for 1/2 if they were closed."""
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    for fd in (1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+
+
+def capture_output(output_fd: int) -> None:
+    """JSON mode: fds 1 and 2 go to the supervisor, which wraps each line as a record."""
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)

@@ -1,0 +1,200 @@
+"""Access lines: every gunicorn atom, the default text line, the JSON line (no processes)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from supervisor.errors import ConfigError
+from supervisor.worker.access import (
+    GUNICORN_FORMAT,
+    DefaultLine,
+    FormattedLine,
+    JsonLine,
+    check_format,
+    compile_format,
+)
+
+
+@dataclass
+class Exchange:
+    scope: dict[str, Any] = field(
+        default_factory=lambda: {
+            "type": "http",
+            "method": "POST",
+            "path": "/items/ä b",
+            "raw_path": b"/items/%C3%A4%20b",
+            "query_string": b"q=1&x=%22",
+            "http_version": "1.1",
+            "client": ("10.1.2.3", 5123),
+            "root_path": "",
+            "scheme": "https",
+            "headers": [
+                (b"host", b"example.org"),
+                (b"user-agent", b'curl/8 "quoted"'),
+                (b"referer", b"http://ref.example/"),
+                (b"authorization", b"Basic " + base64.b64encode(b"alice:secret")),
+                (b"x-trace", b"first"),
+                (b"x-trace", b"last"),
+            ],
+        }
+    )
+    status: int = 201
+    sent: int = 1234
+    duration: float = 1.2345678
+    request_id: bytes | None = b"0123456789abcdef0123456789abcdef"
+    response_headers: Any = field(
+        default_factory=lambda: [(b"Content-Type", b"application/json"), (b"X-Id", b"7")]
+    )
+    target: bytes = b"/items/%C3%A4%20b?q=1&x=%22"
+    method: bytes = b"POST"
+    client_text: str = "10.1.2.3:5123"
+
+
+def text(fmt: str, exchange: Exchange | None = None) -> str:
+    return FormattedLine(fmt).text(exchange or Exchange())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("atom", "expected"),
+    [
+        ("h", "10.1.2.3"),
+        ("l", "-"),
+        ("u", "alice"),
+        ("r", "POST /items/%C3%A4%20b?q=1&x=%22 HTTP/1.1"),
+        ("s", "201"),
+        ("m", "POST"),
+        ("U", "/items/ä b"),
+        ("q", "q=1&x=%22"),
+        ("H", "HTTP/1.1"),
+        ("b", "1234"),
+        ("B", "1234"),
+        ("f", "http://ref.example/"),
+        ("a", 'curl/8 \\"quoted\\"'),
+        ("T", "1"),
+        ("D", "1234567"),
+        ("M", "1234"),
+        ("L", "1.234567"),
+        ("p", f"<{os.getpid()}>"),
+        ("{x-trace}i", "last"),
+        ("{X-TRACE}i", "last"),
+        ("{missing}i", "-"),
+        ("{content-type}o", "application/json"),
+        ("{x-id}o", "7"),
+        ("{remote_addr}e", "10.1.2.3"),
+        ("{request_method}e", "POST"),
+        ("{raw_uri}e", "/items/%C3%A4%20b?q=1&x=%22"),
+        ("{http_user_agent}e", 'curl/8 \\"quoted\\"'),
+        ("{nothing}e", "-"),
+    ],
+)
+def test_every_gunicorn_atom(atom: str, expected: str) -> None:
+    assert text(f"%({atom})s") == expected
+
+
+def test_time_atom_is_apache_common_log_format() -> None:
+    assert re.fullmatch(r"\[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d [+-]\d{4}\]", text("%(t)s"))
+
+
+def test_gunicorn_default_format_and_conversions() -> None:
+    line = text(GUNICORN_FORMAT)
+    assert line.startswith("10.1.2.3 - alice [")
+    assert line.endswith(
+        '] "POST /items/%C3%A4%20b?q=1&x=%22 HTTP/1.1" 201 1234 '
+        '"http://ref.example/" "curl/8 \\"quoted\\""'
+    )
+    assert text("%(D)d|%(s)5s|%(M)-6d|100%%") == "1234567|  201|1234  |100%"
+    assert FormattedLine("%(s)s")(Exchange()) == b"201\n"  # type: ignore[arg-type]
+
+
+def test_user_is_a_dash_without_basic_auth() -> None:
+    exchange = Exchange()
+    exchange.scope["headers"] = [(b"authorization", b"Bearer token")]
+    assert text("%(u)s", exchange) == "-"
+    exchange.scope["headers"] = [(b"authorization", b"Basic !!!not-base64")]
+    assert text("%(u)s", exchange) == "-"
+
+
+def test_response_headers_are_kept_only_when_the_format_uses_them() -> None:
+    assert FormattedLine("%({x-id}o)s").uses_response_headers
+    assert not FormattedLine(GUNICORN_FORMAT).uses_response_headers
+
+
+@pytest.mark.parametrize(
+    ("fmt", "problem"),
+    [
+        ("%(nope)s", "unknown atom %(nope)s"),
+        ("%(h)s %s", "needs an atom name"),
+        ("%(s)q", "not a valid % conversion"),
+        ("%(s)*d", "not a valid % conversion"),
+        ("%({x}z)s", "unknown atom"),
+        ("%(r)d", "--access-log-format"),  # compiles, fails on a sample: still one error
+    ],
+)
+def test_bad_formats_are_configuration_errors(fmt: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(problem)):
+        check_format(fmt)
+
+
+def test_compile_format_keeps_literals_and_percent_signs() -> None:
+    template, values = compile_format('a %(s)s "b" %% c')
+    assert template == 'a %s "b" %% c'
+    assert values == ["c.status"]
+
+
+def test_default_text_line() -> None:
+    line = DefaultLine()(Exchange()).decode()  # type: ignore[arg-type]
+    pattern = (
+        r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d{4}\] \[" + str(os.getpid()) + r"\] \[INFO\] "
+        r'10\.1\.2\.3:5123 - "POST /items/%C3%A4%20b\?q=1&x=%22 HTTP/1\.1" 201 1234\.6ms\n'
+    )
+    assert re.fullmatch(pattern, line), line
+    named = DefaultLine("pod-a")(Exchange()).decode()  # type: ignore[arg-type]
+    assert f"[{os.getpid()}] [pod-a] [INFO]" in named
+
+
+def test_json_line_is_valid_json_whatever_the_request_holds() -> None:
+    exchange = Exchange()
+    exchange.request_id = b'client "supplied"\\id'
+    exchange.scope["path"] = 'we"ird\n\\path'
+    exchange.scope["raw_path"] = b"we%22ird%0A%5Cpath"
+    exchange.scope["query_string"] = b'a="b"\x01'
+    record = json.loads(JsonLine('inst "1" 100%')(exchange))  # type: ignore[arg-type]
+    assert record["path"] == 'we"ird\n\\path'
+    assert record["query"] == 'a="b"\x01'
+    assert record["request_id"] == 'client "supplied"\\id'
+    assert record["instance_id"] == 'inst "1" 100%'
+    assert record["message"] == 'POST we"ird\n\\path 201'
+    assert record["status"] == 201 and record["bytes"] == 1234
+    assert record["duration_ms"] == pytest.approx(1234.568, abs=0.001)
+    assert record["client"] == "10.1.2.3:5123" and record["worker_pid"] == os.getpid()
+    assert record["logger"] == "supervisor.access" and record["level"] == "info"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["timestamp"])
+
+
+def test_json_line_plain_request_and_custom_message() -> None:
+    exchange = Exchange()
+    exchange.scope.update(path="/plain", raw_path=b"/plain", query_string=b"")
+    exchange.client_text = "-"
+    exchange.request_id = None
+    record = json.loads(JsonLine("i")(exchange))  # type: ignore[arg-type]
+    assert (record["path"], record["query"], record["client"]) == ("/plain", "", None)
+    assert record["request_id"] is None
+    custom = JsonLine("i", FormattedLine('%(h)s "%(r)s" %(s)s'))(exchange)  # type: ignore[arg-type]
+    assert (
+        json.loads(custom)["message"] == '10.1.2.3 "POST /items/%C3%A4%20b?q=1&x=%22 HTTP/1.1" 201'
+    )
+
+
+def test_a_format_that_fails_on_some_request_still_gives_a_line() -> None:
+    exchange = Exchange()
+    exchange.duration = 2000.0  # %(D)c of 2e9 is no character
+    line = FormattedLine("%(s)s %(D)c")(exchange)  # type: ignore[arg-type]
+    assert b"--access-log-format failed" in line
+    assert line.endswith(b"\n") and b"/items/" in line
