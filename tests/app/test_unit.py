@@ -8,6 +8,7 @@ import importlib.util
 import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,11 +18,12 @@ import pytest
 from app import launcher
 from app.breaker import BreakerState, CircuitBreaker
 from app.consumer import backoff
-from app.errors import CircuitOpen, ConfigError, LLMError
+from app.errors import CircuitOpen, ConfigError, HTTPError, LLMError
 from app.http import Request
+from app.identity import Authenticator, TrustedProxies, anonymous_bucket, hash_key
 from app.llm import FakeLLM, OpenAIClient
 from app.main import App
-from app.ratelimit import MemoryRateLimiter, decide, user_of
+from app.ratelimit import MemoryRateLimiter, decide
 from app.settings import Settings, describe, load, parse_rate_limit
 from app.sse import format_event
 
@@ -162,16 +164,82 @@ async def test_memory_rate_limit_window_and_headers() -> None:
     assert decide(5, 1, 1).reset == 1  # never advertise a 0 s reset
 
 
-def test_user_identity() -> None:
-    def request(*headers: tuple[bytes, bytes]) -> Request:
-        scope = {"method": "GET", "path": "/", "headers": list(headers), "client": ("1.2.3.4", 5)}
-        return Request(scope, _never)
+def _request(client: tuple[str, int] | None, *headers: tuple[bytes, bytes]) -> Request:
+    scope = {"method": "GET", "path": "/", "headers": list(headers), "client": client}
+    return Request(scope, _never)
 
-    assert user_of(request((b"x-user-id", b"alice"))) == "user:alice"
-    by_bearer = user_of(request((b"authorization", b"Bearer sk-1")))
-    assert by_bearer.startswith("key:") and "sk-1" not in by_bearer
-    assert user_of(request((b"x-api-key", b"sk-1"))) == by_bearer
-    assert user_of(request()) == "ip:1.2.3.4"
+
+def test_identity_from_trusted_proxies_only() -> None:
+    auth = Authenticator({}, TrustedProxies("10.0.0.0/8, 127.0.0.1"))
+    alice = (b"x-user-id", b"alice")
+    proxied = auth.identify(_request(("10.1.2.3", 4711), alice))
+    assert (proxied.user, proxied.how) == ("user:alice", "proxy")
+    assert "alice" not in proxied.rate_key  # bounded length whatever the id
+    direct = auth.identify(_request(("1.2.3.4", 4711), alice))
+    assert (direct.user, direct.how) == ("ip:1.2.3.4", "anonymous")
+    # The server replaced a trusted peer by the X-Forwarded-For client (port 0).
+    forwarded = auth.identify(_request(("1.2.3.4", 0), alice, (b"x-forwarded-for", b"1.2.3.4")))
+    assert forwarded.user == "user:alice"
+    # Port 0 without the header is not the server's doing; neither is a forged port.
+    assert auth.identify(_request(("1.2.3.4", 0), alice)).how == "anonymous"
+    forged = _request(("1.2.3.4", 5000), alice, (b"x-forwarded-for", b"1.2.3.4:5000"))
+    assert auth.identify(forged).how == "anonymous"
+    assert auth.identify(_request(None, alice)).how == "anonymous"
+    assert Authenticator({}, TrustedProxies("*")).identify(_request(None, alice)).how == "proxy"
+    with pytest.raises(HTTPError) as nul:
+        auth.identify(_request(("127.0.0.1", 1), (b"x-user-id", b"a\x00b")))
+    assert nul.value.status == 422
+
+
+def test_identity_from_api_keys() -> None:
+    keys = {hash_key("sk-alice"): "alice", hash_key("sk-bob"): "bob"}
+    auth = Authenticator(keys, TrustedProxies("127.0.0.1"))
+    bearer = auth.identify(_request(("1.2.3.4", 9), (b"authorization", b"Bearer sk-alice")))
+    assert (bearer.user, bearer.rate_key, bearer.how) == ("key:alice", "key:alice", "api-key")
+    assert auth.identify(_request(("1.2.3.4", 9), (b"x-api-key", b"sk-bob"))).user == "key:bob"
+    # A key outranks X-User-Id, even from a trusted proxy.
+    both = _request(("127.0.0.1", 9), (b"x-api-key", b"sk-bob"), (b"x-user-id", b"alice"))
+    assert auth.identify(both).user == "key:bob"
+    with pytest.raises(HTTPError) as unknown:
+        auth.identify(_request(("1.2.3.4", 9), (b"authorization", b"Bearer sk-guess")))
+    assert unknown.value.status == 401
+    assert unknown.value.headers == [(b"www-authenticate", b'Bearer realm="fastagentic"')]
+    # Without configured keys a key proves nothing: the caller stays anonymous.
+    open_ = Authenticator({}, TrustedProxies("127.0.0.1"))
+    rotated = {
+        open_.identify(_request(("1.2.3.4", 9), (b"x-api-key", f"k{i}".encode())))
+        for i in range(50)
+    }
+    assert len(rotated) == 1
+
+
+def test_anonymous_callers_share_a_bounded_keyspace() -> None:
+    buckets = {anonymous_bucket(f"10.{i // 256 % 256}.{i % 256}.7") for i in range(20_000)}
+    assert len(buckets) <= 65_536 and all(b.startswith("anon:") for b in buckets)
+    # A whole IPv6 /64 is one caller; IPv4-mapped IPv6 is the IPv4 address.
+    assert anonymous_bucket("2001:db8::1") == anonymous_bucket("2001:db8::ffff:1234")
+    assert anonymous_bucket("::ffff:1.2.3.4") == anonymous_bucket("1.2.3.4")
+    assert anonymous_bucket("2001:db8:0:1::1") != anonymous_bucket("2001:db8::1")
+
+
+def test_api_keys_settings_fail_fast(tmp_path: Path) -> None:
+    digest = hash_key("sk-1")
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(f"# team keys\nalice:{digest}\n\nbob:{hash_key('sk-2')}  # on call\n")
+    inline = f"{hash_key('sk-3')}, carol:{hash_key('sk-4')}"
+    s = load({"FASTAGENTIC_API_KEYS_FILE": str(keyfile), "FASTAGENTIC_API_KEYS": inline})
+    assert describe(s)["api_keys"] == 4  # hashes are never shown
+    with pytest.raises(ConfigError, match="configured twice"):
+        load({"FASTAGENTIC_API_KEYS_FILE": str(keyfile), "FASTAGENTIC_API_KEYS": digest})
+    with pytest.raises(ConfigError, match="entry 1 is not NAME:SHA256"):
+        load({"FASTAGENTIC_API_KEYS": "alice:sk-plain-text"})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load({"FASTAGENTIC_API_KEYS_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="repeats the key"):
+        load({"FASTAGENTIC_API_KEYS": f"a:{digest},b:{digest}"})
+    aliased = load({"FORWARDED_ALLOW_IPS": "10.0.0.1"})
+    assert aliased.trusted_proxies == "10.0.0.1"
+    assert load({}).trusted_proxies == "127.0.0.1,::1"
 
 
 def test_sse_event_format() -> None:
