@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -15,42 +13,7 @@ from app.queue import RedisQueue, TaskMessage
 from app.ratelimit import RedisRateLimiter
 from app.store import RedisStore, TaskStore
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
-DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
 pytestmark = [pytest.mark.anyio, pytest.mark.services]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def name() -> str:
-    return f"t_{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def redis(name: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-@pytest.fixture
-async def pool(name: str) -> AsyncIterator[asyncpg.Pool]:
-    pg = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=4)
-    try:
-        yield pg
-    finally:
-        await pg.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        await pg.close()
 
 
 async def test_redis_queue_reclaims_what_a_dead_consumer_held(redis: Redis, name: str) -> None:

@@ -26,6 +26,7 @@ from app.main import App
 from app.ratelimit import MemoryRateLimiter, decide
 from app.settings import Settings, describe, load, parse_rate_limit
 from app.sse import format_event
+from tests.app.asgi import StartupFailed, lifespan, never, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -166,7 +167,7 @@ async def test_memory_rate_limit_window_and_headers() -> None:
 
 def _request(client: tuple[str, int] | None, *headers: tuple[bytes, bytes]) -> Request:
     scope = {"method": "GET", "path": "/", "headers": list(headers), "client": client}
-    return Request(scope, _never)
+    return Request(scope, never)
 
 
 def test_identity_from_trusted_proxies_only() -> None:
@@ -301,40 +302,10 @@ async def test_openai_client_completes_streams_and_breaks_the_circuit() -> None:
 # The ASGI app, memory backends -------------------------------------------------
 
 
-async def _never() -> dict[str, Any]:
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
-
-
-class StartupFailed(Exception):
-    pass
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: App) -> AsyncIterator[App]:
-    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(app({"type": "lifespan"}, to_app.get, from_app.put))
-    await to_app.put({"type": "lifespan.startup"})
-    message = await asyncio.wait_for(from_app.get(), 10)
-    if message["type"] == "lifespan.startup.failed":
-        await task
-        raise StartupFailed(message["message"])
-    try:
-        yield app
-    finally:
-        await to_app.put({"type": "lifespan.shutdown"})
-        assert (await asyncio.wait_for(from_app.get(), 10))["type"] == "lifespan.shutdown.complete"
-        await asyncio.wait_for(task, 10)
-
-
 @contextlib.asynccontextmanager
 async def client_for(**overrides: Any) -> AsyncIterator[tuple[App, httpx.AsyncClient]]:
-    app = App(settings(**overrides))
-    async with lifespan(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as client:
-            yield app, client
+    async with serve(settings(**overrides)) as served:
+        yield served
 
 
 async def _wait_status(client: httpx.AsyncClient, task_id: str, timeout: float = 5) -> Any:
