@@ -31,7 +31,7 @@ from app.http import (
     send_internal_error,
     send_json,
 )
-from app.outage import failing_check, invalid_data, unavailable
+from app.outage import OneLineOutages, failing_check, invalid_data, unavailable
 from app.routes import PROBES, resolve
 from app.service import Service
 from app.settings import Settings, load
@@ -219,6 +219,9 @@ def _configure_logging(level: str) -> None:
         )
         root.addHandler(handler)
     logger.setLevel(level.upper())
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineOutages) for f in pool_logger.filters):
+        pool_logger.addFilter(OneLineOutages())
 
 
 app = App()

@@ -9,6 +9,7 @@ names the check /ready would name, so callers answer 503 + Retry-After.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -30,6 +31,9 @@ POSTGRES_DOWN: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.OperatorInterventionError,  # 57: shutting down, starting up, killed
     asyncpg.exceptions.InsufficientResourcesError,  # 53: too many connections
     asyncpg.InterfaceError,  # the pool or connection is closing
+    # A connection caught mid-operation by the server going away ("cannot switch
+    # to state ...; another operation is in progress"); the pool is then expired.
+    asyncpg.exceptions.InternalClientError,
 )
 # Raised by both clients' sockets; ``guard`` knows which backend it called.
 SOCKET_DOWN: tuple[type[BaseException], ...] = (OSError, TimeoutError)
@@ -89,3 +93,18 @@ def invalid_data(exc: BaseException) -> str | None:
     if isinstance(exc, INVALID_DATA):
         return describe(exc)
     return None
+
+
+class OneLineOutages(logging.Filter):
+    """A client library's warning about a backend outage as one line, not a traceback.
+
+    asyncpg's pool logs every failed reconnect with its traceback while
+    Postgres restarts; the exception's first line says all there is to say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None and is_down(record.exc_info[1]):
+            record.msg = f"{record.getMessage()}: {describe(record.exc_info[1])}"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        return True
