@@ -228,7 +228,15 @@ class Service:
     async def _ping_postgres(self) -> bool:
         if self.pg is None:
             raise BackendUnavailable("not connected")
-        value = await asyncio.wait_for(self.pg.fetchval("SELECT 1"), self.settings.ready_timeout)
+        try:
+            value = await asyncio.wait_for(
+                self.pg.fetchval("SELECT 1"), self.settings.ready_timeout
+            )
+        except Exception:
+            # Postgres may have restarted: the next probe must use new connections.
+            with contextlib.suppress(Exception):
+                await self.pg.expire_connections()
+            raise
         return bool(value == 1)
 
 

@@ -7,22 +7,27 @@ import contextlib
 import importlib.util
 import itertools
 import json
+import logging
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import launcher
 from app.breaker import BreakerState, CircuitBreaker
 from app.consumer import backoff
-from app.errors import CircuitOpen, ConfigError, HTTPError, LLMError
+from app.errors import BackendUnavailable, CircuitOpen, ConfigError, HTTPError, LLMError
 from app.http import Request
 from app.identity import Authenticator, TrustedProxies, anonymous_bucket, hash_key
 from app.llm import FakeLLM, OpenAIClient
 from app.main import App
+from app.outage import OneLineOutages, failing_check, guard
 from app.ratelimit import MemoryRateLimiter, decide
 from app.settings import Settings, describe, load, parse_rate_limit
 from app.sse import format_event
@@ -588,6 +593,19 @@ def test_launcher_commands_for_each_server() -> None:
     env = launcher.worker_environment(values, {"PATH": "/bin"})
     assert env["FASTAGENTIC_WORKERS"] == "4" and env["FASTAGENTIC_INSTANCE_ID"] == "i-1"
     assert env["FASTAGENTIC_TIMEOUT_KEEP_ALIVE"] == "75" and env["PATH"] == "/bin"
+    assert "--forwarded-allow-ips" not in ours  # each server's own default (loopback)
+
+
+def test_launcher_gives_the_app_and_the_server_one_trust_list() -> None:
+    for source in (["--forwarded-allow-ips", "10.0.0.0/8"], []):
+        environ = {} if source else {"FORWARDED_ALLOW_IPS": "10.0.0.0/8"}
+        values = _resolve(source, environ)
+        env = launcher.worker_environment(values, environ)
+        assert env["FASTAGENTIC_TRUSTED_PROXIES"] == "10.0.0.0/8"
+        assert load(env).trusted_proxies == "10.0.0.0/8"
+        for server in launcher.SERVERS:
+            argv = launcher.command({**values, "server": server}, launcher.APP)
+            assert ("--forwarded-allow-ips", "10.0.0.0/8") in _pairs(argv), server
 
 
 def _pairs(argv: list[str]) -> set[tuple[str, str]]:
@@ -625,3 +643,38 @@ def test_launcher_says_when_gunicorn_is_missing(
 def test_settings_struct_round_trips_through_msgspec() -> None:
     s = settings(redis_url="redis://127.0.0.1:6379/0")
     assert msgspec.convert(msgspec.to_builtins(s), Settings) == s
+
+
+async def test_backend_outages_are_named_and_other_errors_are_not() -> None:
+    async def raising(exc: BaseException) -> None:
+        raise exc
+
+    starting = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    with pytest.raises(BackendUnavailable) as pg:
+        await guard("postgres", raising(starting))
+    assert pg.value.check == "postgres"
+    assert (
+        str(pg.value)
+        == "Postgres is unavailable (the database system is starting up); retry shortly."
+    )
+    with pytest.raises(BackendUnavailable) as rd:
+        await guard("redis", raising(RedisConnectionError("Connection refused")))
+    assert rd.value.check == "redis"
+    with pytest.raises(ValueError):
+        await guard("postgres", raising(ValueError("a bug")))
+    assert failing_check(asyncpg.exceptions.ConnectionDoesNotExistError("closed")) == "postgres"
+    assert failing_check(RuntimeError("bug")) is None
+
+
+def test_pool_warnings_during_an_outage_are_one_line() -> None:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except OSError:
+        record = logging.LogRecord(
+            "asyncpg.pool", logging.WARNING, "p", 1, "reconnect failed", (), sys.exc_info()
+        )
+    OneLineOutages().filter(record)
+    assert (
+        record.exc_info is None
+        and record.getMessage() == "reconnect failed: [Errno 111] Connection refused"
+    )
