@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -73,23 +75,45 @@ class TaskQueue(Protocol):
     async def stats(self) -> dict[str, float]: ...
 
 
+class Redelivery(Protocol):
+    """What the reconciler needs from a queue (both queues have it)."""
+
+    async def locate(self, message_ids: Sequence[str | None]) -> list[tuple[Place, float]]: ...
+
+    async def enqueue_many(self, tasks: Sequence[TaskMessage]) -> list[str]: ...
+
+    async def discard(self, message_ids: Sequence[str]) -> None: ...
+
+
 class MemoryQueue:
-    """One process's queue: tasks are consumed by the worker that accepted them."""
+    """One process's queue: tasks are consumed by the worker that accepted them.
+
+    Delivered messages stay held until acknowledged, so one whose attempt gave
+    up is handed out again after the visibility timeout, as Redis would. What a
+    killed worker held is gone with it: with Postgres, the reconciler of a
+    sibling queues it again (message ids carry the pid, so ``locate`` knows
+    them for this process only)."""
 
     kind = "memory"
 
     def __init__(self) -> None:
         self._queue: asyncio.Queue[Delivery] = asyncio.Queue()
         self._counter = 0
+        self._waiting: set[str] = set()
+        self._held: dict[str, tuple[Delivery, float]] = {}
 
     async def setup(self) -> None:
         return None
 
     async def enqueue(self, task: TaskMessage) -> str:
         self._counter += 1
-        message_id = str(self._counter)
+        message_id = f"{os.getpid()}-{self._counter}"
+        self._waiting.add(message_id)
         self._queue.put_nowait(Delivery(message_id, task))
         return message_id
+
+    async def enqueue_many(self, tasks: Sequence[TaskMessage]) -> list[str]:
+        return [await self.enqueue(task) for task in tasks]
 
     async def receive(self, consumer: str, count: int, block: float) -> list[Delivery]:
         try:
@@ -99,19 +123,45 @@ class MemoryQueue:
         deliveries = [first]
         while len(deliveries) < count and not self._queue.empty():
             deliveries.append(self._queue.get_nowait())
+        now = time.monotonic()
+        for delivery in deliveries:
+            self._waiting.discard(delivery.message_id)
+            self._held[delivery.message_id] = (delivery, now)
         return deliveries
 
     async def reclaim(self, consumer: str, count: int, min_idle: float) -> list[Delivery]:
-        return []
+        now = time.monotonic()
+        idle = [d for d, at in self._held.values() if now - at >= min_idle][:count]
+        for delivery in idle:
+            self._held[delivery.message_id] = (delivery, now)
+        return [Delivery(d.message_id, d.task, reclaimed=True) for d in idle]
 
     async def extend(self, consumer: str, delivery: Delivery) -> bool:
+        if delivery.message_id not in self._held:
+            return False
+        self._held[delivery.message_id] = (delivery, time.monotonic())
         return True
 
     async def ack(self, delivery: Delivery) -> None:
+        self._held.pop(delivery.message_id, None)
+
+    async def locate(self, message_ids: Sequence[str | None]) -> list[tuple[Place, float]]:
+        now = time.monotonic()
+        places: list[tuple[Place, float]] = []
+        for message_id in message_ids:
+            if message_id in self._waiting:
+                places.append((Place.WAITING, 0.0))
+            elif message_id is not None and message_id in self._held:
+                places.append((Place.HELD, now - self._held[message_id][1]))
+            else:  # another process's, or gone with a killed worker
+                places.append((Place.MISSING, 0.0))
+        return places
+
+    async def discard(self, message_ids: Sequence[str]) -> None:
         return None
 
     async def stats(self) -> dict[str, float]:
-        return {"queue_length": self._queue.qsize()}
+        return {"queue_length": self._queue.qsize(), "queue_pending": len(self._held)}
 
 
 _EXTEND = """

@@ -9,9 +9,10 @@ timeout (not queued, started, renewed or seen for that long; see
 
 - still waiting to be delivered: seen, nothing to do;
 - delivered and pending for a consumer: seen while its claim is fresh, else
-  left to XAUTOCLAIM, which hands it to a live consumer;
+  left to the queue's reclaim (XAUTOCLAIM), which hands it to a live consumer;
 - missing, or delivered but pending for no one: queued again, and the row
-  records the new message id.
+  records the new message id. (Without Redis, a message id of another
+  process is missing here: a killed worker's in-process queue died with it.)
 
 Passes are bounded (``BATCH`` rows, ``MAX_BATCHES`` per pass) and cheap when
 nothing is stale: one indexed query. Workers need no leader: the rows are
@@ -31,7 +32,7 @@ from app.errors import BackendUnavailable
 from app.metrics import Metrics
 from app.outage import describe
 from app.pg_store import PostgresStore, StaleTask
-from app.queue import Place, RedisQueue, TaskMessage
+from app.queue import Place, Redelivery, TaskMessage
 
 logger = logging.getLogger("app.reconciler")
 
@@ -46,7 +47,7 @@ class Reconciler:
     def __init__(
         self,
         store: PostgresStore,
-        queue: RedisQueue,
+        queue: Redelivery,
         metrics: Metrics,
         *,
         stale_after: float,

@@ -90,7 +90,9 @@ class Service:
             attempt_timeout=settings.task_timeout,
         )
         self.consumer.start()
-        if isinstance(self.store, PostgresStore) and isinstance(self.queue, RedisQueue):
+        if isinstance(self.store, PostgresStore) and isinstance(
+            self.queue, (RedisQueue, MemoryQueue)
+        ):
             self.reconciler = Reconciler(
                 self.store,
                 self.queue,

@@ -8,6 +8,8 @@ this process through each way Redis can lose tasks, on a private redis-server.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -24,8 +26,10 @@ from app.queue import RedisQueue, TaskMessage
 from app.reconciler import Reconciler
 from app.settings import load
 from tests.app.asgi import serve
+from tests.app.cluster import backend, start, wait_finished
 from tests.app.conftest import DATABASE_URL
 from tests.app.private import PrivateRedis, private_redis
+from tests.supervisor_process import wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services]
 
@@ -176,3 +180,41 @@ async def test_every_accepted_task_completes_whatever_redis_loses(
                 await pool.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
             finally:
                 await pool.close()
+
+
+def test_without_redis_a_killed_workers_tasks_complete_in_a_sibling(tmp_path: Path) -> None:
+    """Postgres and in-process queues: what the killed worker had accepted (running or
+    still in its memory) is queued again by a sibling's reconciler."""
+    with backend() as slice_:
+        env = {
+            **slice_.env,
+            "FASTAGENTIC_REDIS_URL": "",
+            "FASTAGENTIC_RATE_LIMIT": "0",
+            "FASTAGENTIC_TASK_VISIBILITY_TIMEOUT": "2",
+            "FASTAGENTIC_TASK_CONCURRENCY": "2",
+            "FASTAGENTIC_LLM_FAKE_TOKENS": "10",
+            "FASTAGENTIC_LLM_FAKE_TOKEN_LATENCY": "0.1",
+        }
+        process = start(tmp_path, "--workers", "2", env=env)
+        try:
+            process.wait_serving(2, timeout=15)
+            ids = [
+                httpx.post(f"{process.url}/agent", json={"prompt": f"m{i}"}, timeout=5).json()[
+                    "task_id"
+                ]
+                for i in range(12)
+            ]
+
+            def holder() -> int | None:
+                rows = slice_.query(
+                    "SELECT worker FROM {schema}.agent_tasks WHERE status = 'running'"
+                )
+                return int(rows[0]["worker"].rsplit("-", 1)[1]) if rows else None
+
+            victim = wait_for(holder, 10, message="a task running")
+            os.kill(victim, signal.SIGKILL)
+            results = [wait_finished(process.url, task_id, timeout=40) for task_id in ids]
+        finally:
+            process.stop()
+        assert {r["status"] for r in results} == {"done"}
+        assert "Re-queued" in process.log()

@@ -8,6 +8,7 @@ import importlib.util
 import itertools
 import json
 import logging
+import os
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from app.identity import Authenticator, TrustedProxies, anonymous_bucket, hash_k
 from app.llm import FakeLLM, OpenAIClient
 from app.main import App
 from app.outage import OneLineOutages, failing_check, guard
+from app.queue import MemoryQueue, Place, TaskMessage
 from app.ratelimit import MemoryRateLimiter, decide
 from app.settings import Settings, describe, load, parse_rate_limit
 from app.sse import format_event
@@ -678,3 +680,25 @@ def test_pool_warnings_during_an_outage_are_one_line() -> None:
         record.exc_info is None
         and record.getMessage() == "reconnect failed: [Errno 111] Connection refused"
     )
+
+
+async def test_memory_queue_holds_until_acked_and_knows_only_its_own_messages() -> None:
+    queue = MemoryQueue()
+    first = await queue.enqueue(TaskMessage("t1", "p", 5))
+    second = await queue.enqueue(TaskMessage("t2", "p", 5))
+    assert first.startswith(f"{os.getpid()}-")
+    [held] = await queue.receive("c", 1, 0.1)
+    assert await queue.locate([first, second, "1-1", None]) == [
+        (Place.HELD, pytest.approx(0.0, abs=0.5)),
+        (Place.WAITING, 0.0),
+        (Place.MISSING, 0.0),  # another process's: gone with it, as far as we know
+        (Place.MISSING, 0.0),
+    ]
+    assert await queue.reclaim("c", 10, min_idle=5.0) == []
+    await asyncio.sleep(0.05)
+    [again] = await queue.reclaim("c", 10, min_idle=0.01)  # its attempt gave up
+    assert again.reclaimed and again.task == held.task
+    assert await queue.extend("c", held)
+    await queue.ack(held)
+    assert not await queue.extend("c", held)
+    assert (await queue.locate([first]))[0][0] is Place.MISSING
