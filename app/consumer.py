@@ -4,7 +4,9 @@ Each worker runs one consumer with bounded concurrency (FASTAGENTIC_TASK_CONCURR
 Delivery is at-least-once: a message is acknowledged only after its outcome is
 stored; a message whose consumer died is reclaimed by another one after the
 visibility timeout, and the store's attempt counter bounds how often a task
-is tried (LLM errors and lost workers alike) before it is marked failed.
+is tried (LLM errors, timeouts and lost workers alike) before it is marked
+failed. While an attempt runs, its ``Claim`` keeps the message and is the
+task's heartbeat; the claim ends with the attempt, whatever ends it.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 from app.errors import LLMError
 from app.llm import LLM
 from app.metrics import Metrics
-from app.queue import Delivery, TaskQueue
+from app.outage import describe, is_down
+from app.queue import Delivery, TaskMessage, TaskQueue
 from app.store import TaskStore
 
 logger = logging.getLogger("app.consumer")
@@ -25,6 +31,10 @@ logger = logging.getLogger("app.consumer")
 RECEIVE_BLOCK_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 30.0
 ERROR_PAUSE_SECONDS = 1.0
+CLAIM_STOP_SECONDS = 5.0
+STORE_RETRY_FIRST = 0.1
+STORE_RETRY_CAP = 2.0
+T = TypeVar("T")
 
 
 def backoff(attempt: int, base: float, cap: float = BACKOFF_CAP_SECONDS) -> float:
@@ -48,6 +58,7 @@ class Consumer:
         max_attempts: int,
         retry_backoff: float,
         max_tokens: int,
+        attempt_timeout: float = 300.0,
     ) -> None:
         self.queue = queue
         self.store = store
@@ -59,7 +70,9 @@ class Consumer:
         self.max_attempts = max_attempts
         self.retry_backoff = retry_backoff
         self.max_tokens = max_tokens
+        self.attempt_timeout = attempt_timeout
         self.active: set[asyncio.Task[None]] = set()
+        self.claims: set[Claim] = set()  # live renewal loops: one per running delivery
         self._fetching = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
 
@@ -133,41 +146,64 @@ class Consumer:
                 delivery.message_id,
             )
         self.metrics.inc("tasks_running")
-        keepalive = asyncio.create_task(self._keep_claimed(delivery))
         try:
-            await self._process(delivery)
+            async with Claim(self, delivery):
+                await self._process(delivery)
             await self.queue.ack(delivery)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             # The outcome could not be stored (backend down): leave the message
             # pending so that it is retried after the visibility timeout.
-            logger.exception(
-                "Consumer %s: task %s left for retry", self.name, delivery.task.task_id
+            logger.warning(
+                "Consumer %s: task %s left for retry: %s",
+                self.name,
+                delivery.task.task_id,
+                describe(exc),
+                exc_info=not is_down(exc),
             )
         finally:
-            keepalive.cancel()
             self.metrics.dec("tasks_running")
 
-    async def _keep_claimed(self, delivery: Delivery) -> None:
-        """Reset the message's idle time so a long task is not reclaimed while alive."""
+    async def _stored(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A store call, retried while the store is down, for up to the visibility timeout.
+
+        The claim is kept meanwhile, so a Postgres restart delays a task instead
+        of leaving it for another worker to reclaim much later."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.visibility_timeout
+        delay = STORE_RETRY_FIRST
         while True:
-            await asyncio.sleep(self.visibility_timeout / 3)
-            with contextlib.suppress(Exception):
-                await self.queue.extend(self.name, delivery)
+            try:
+                return await call()
+            except Exception as exc:
+                if not is_down(exc) or loop.time() + delay > deadline:
+                    raise
+                logger.info("Consumer %s: store unavailable (%s); retrying", self.name, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, STORE_RETRY_CAP)
+
+    async def _attempt(self, task: TaskMessage) -> str:
+        """One LLM call within FASTAGENTIC_TASK_TIMEOUT; LLMError when it fails or times out."""
+        try:
+            async with asyncio.timeout(self.attempt_timeout):
+                return await self.llm.complete(task.prompt, min(task.max_tokens, self.max_tokens))
+        except TimeoutError:
+            raise LLMError(f"the attempt timed out after {self.attempt_timeout:g}s") from None
 
     async def _process(self, delivery: Delivery) -> None:
         task = delivery.task
+        store = self.store
         last_error = "the worker running it stopped before it finished"
         while True:
-            attempt = await self.store.start_attempt(task.task_id, self.name)
+            attempt = await self._stored(partial(store.start_attempt, task.task_id, self.name))
             if attempt is None:
                 return  # already finished (a redelivery) or unknown: nothing to do
             if attempt > self.max_attempts:
                 await self._fail(task.task_id, attempt - 1, last_error)
                 return
             try:
-                result = await self.llm.complete(task.prompt, min(task.max_tokens, self.max_tokens))
+                result = await self._attempt(task)
             except LLMError as exc:
                 last_error = str(exc)
                 if attempt >= self.max_attempts:
@@ -184,15 +220,75 @@ class Consumer:
                 )
                 await asyncio.sleep(delay)
                 continue
-            await self.store.finish(task.task_id, result)
-            self.metrics.inc("tasks_done")
+            if await self._stored(partial(store.finish, task.task_id, result)):
+                self.metrics.inc("tasks_done")
             return
 
     async def _fail(self, task_id: str, attempts: int, error: str) -> None:
         message = f"Failed after {attempts} attempt(s): {error}"
-        await self.store.fail(task_id, message)
-        self.metrics.inc("tasks_failed")
-        logger.warning("Task %s failed: %s", task_id, message)
+        if await self._stored(partial(self.store.fail, task_id, message)):
+            self.metrics.inc("tasks_failed")
+            logger.warning("Task %s failed: %s", task_id, message)
+
+
+class Claim:
+    """The claim on one delivery, renewed while its attempt runs and ended with it.
+
+    Leaving the block ends the renewals on every path (done, failed, cancelled,
+    timed out). The loop also checks ``over`` after each wait and each call, so
+    it stops within one renewal even when a client library loses the
+    cancellation (redis-py can turn a CancelledError into a ConnectionError
+    while it cleans up a connection); a lost cancellation once kept a failed
+    task's message claimed forever, so no other worker ever reclaimed it.
+    Each renewal resets the message's idle time (only while it is still this
+    consumer's) and is the attempt's heartbeat in the store.
+    """
+
+    def __init__(self, consumer: Consumer, delivery: Delivery) -> None:
+        self.consumer = consumer
+        self.delivery = delivery
+        self.over = asyncio.Event()
+        self.held = True  # the message is still ours in the queue
+        self.renewals = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Claim:
+        name = f"keep-claim {self.delivery.task.task_id}"
+        self._task = task = asyncio.create_task(self._renew(), name=name)
+        self.consumer.claims.add(self)
+        task.add_done_callback(lambda _: self.consumer.claims.discard(self))
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.over.set()
+        task = self._task
+        assert task is not None
+        task.cancel()
+        await asyncio.wait({task}, timeout=CLAIM_STOP_SECONDS)
+
+    async def _renew(self) -> None:
+        consumer, delivery = self.consumer, self.delivery
+        every = consumer.visibility_timeout / 3
+        while not self.over.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(every):
+                    await self.over.wait()
+            if self.over.is_set():
+                return
+            try:
+                async with asyncio.timeout(every):
+                    if self.held:
+                        self.held = await consumer.queue.extend(consumer.name, delivery)
+                        if not self.held:
+                            logger.info(
+                                "Task %s: its message is no longer this consumer's",
+                                delivery.task.task_id,
+                            )
+                    await consumer.store.touch(delivery.task.task_id, consumer.name)
+            except Exception as exc:
+                logger.debug("Task %s: claim not renewed: %r", delivery.task.task_id, exc)
+                continue
+            self.renewals += 1
 
 
 def consumer_name(instance_id: str) -> str:

@@ -11,7 +11,15 @@ class ConfigError(Exception):
 
 
 class BackendUnavailable(Exception):
-    """A configured Redis or Postgres cannot be reached (at start, or now)."""
+    """A configured Redis or Postgres cannot be reached (at start, or now).
+
+    ``check`` names the backend the way /ready does ("redis", "postgres"), so a
+    503 can say which one is down; None when it is not known.
+    """
+
+    def __init__(self, message: str, check: str | None = None) -> None:
+        super().__init__(message)
+        self.check = check
 
 
 class LLMError(Exception):

@@ -94,6 +94,8 @@ class Request:
             raise HTTPError(422, f"Invalid request body: {exc}.") from None
         except msgspec.DecodeError as exc:
             raise HTTPError(422, f"The request body is not valid JSON: {exc}.") from None
+        except RecursionError:  # msgspec's depth limit, even inside ignored fields
+            raise HTTPError(422, "The request body is nested too deeply.") from None
 
 
 async def send_response(

@@ -65,6 +65,12 @@ OPTIONS = (
         env=("DATABASE_URL",),
     ),
     Option(("--log-level",), "log_level", "debug, info, warning or error", default="info"),
+    Option(
+        ("--forwarded-allow-ips",),
+        "trusted_proxies",
+        "proxies trusted for X-Forwarded-For and X-User-Id [127.0.0.1,::1]",
+        env=("FORWARDED_ALLOW_IPS",),
+    ),
 )
 # Options the app itself reads (as FASTAGENTIC_* in every worker).
 APP_SETTINGS = (
@@ -79,6 +85,7 @@ APP_SETTINGS = (
     "redis_url",
     "database_url",
     "log_level",
+    "trusted_proxies",
 )
 
 
@@ -139,6 +146,14 @@ def worker_environment(values: Mapping[str, object], environ: Mapping[str, str])
 
 
 def command(values: Mapping[str, object], app: str) -> list[str]:
+    """The server's command line; the app and the server share one proxy trust list."""
+    argv = _server_command(values, app)
+    if values.get("trusted_proxies"):
+        argv += ["--forwarded-allow-ips", str(values["trusted_proxies"])]
+    return argv
+
+
+def _server_command(values: Mapping[str, object], app: str) -> list[str]:
     server, host, port = values["server"], str(values["host"]), str(values["port"])
     workers = int(str(values["workers"]))
     graceful = values.get("timeout_graceful")

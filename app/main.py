@@ -19,10 +19,6 @@ import signal
 from types import FrameType
 from typing import Any
 
-import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from app.errors import BackendUnavailable, ConfigError, HTTPError
 from app.http import (
     Receive,
@@ -35,6 +31,7 @@ from app.http import (
     send_internal_error,
     send_json,
 )
+from app.outage import OneLineOutages, failing_check, invalid_data, unavailable
 from app.routes import PROBES, resolve
 from app.service import Service
 from app.settings import Settings, load
@@ -42,16 +39,7 @@ from app.settings import Settings, load
 logger = logging.getLogger("app")
 
 INSTANCE_HEADER = b"x-fastagentic-instance"
-BACKEND_ERRORS: tuple[type[BaseException], ...] = (
-    BackendUnavailable,
-    RedisConnectionError,
-    RedisTimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.TooManyConnectionsError,
-    ConnectionError,
-    TimeoutError,
-)
+RETRY_AFTER_SECONDS = 1
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -111,10 +99,8 @@ class App:
         except HTTPError as exc:
             if not started:
                 await send_error(send_tagged, exc)
-        except BACKEND_ERRORS as exc:
-            await self._backend_error(send_tagged, exc, started)
         except Exception as exc:
-            await send_internal_error(send_tagged, exc, started)
+            await self._failure(service, send_tagged, exc, started)
         finally:
             service.metrics.inc("requests")
             if counted:
@@ -127,13 +113,28 @@ class App:
         body["error"] = "Service temporarily unavailable"
         await send_json(send, 503, body, [(b"retry-after", b"1")])
 
-    async def _backend_error(self, send: Send, exc: BaseException, started: bool) -> None:
+    async def _failure(self, service: Service, send: Send, exc: Exception, started: bool) -> None:
+        """503 naming the backend that is down, 422 for a value it refused, else 500."""
+        check = failing_check(exc)
+        if check is not None:
+            if not isinstance(exc, BackendUnavailable):
+                exc = unavailable(check, exc)
+            service.metrics.inc("backend_unavailable")
+            await self._backend_error(send, exc, started)
+        elif (reason := invalid_data(exc)) is not None:
+            if not started:
+                await send_error(send, HTTPError(422, f"The store refused a value: {reason}."))
+        else:
+            await send_internal_error(send, exc, started)
+
+    async def _backend_error(self, send: Send, exc: BackendUnavailable, started: bool) -> None:
         error_id = new_error_id()
-        logger.warning("Backend unavailable [%s]: %r", error_id, exc)
+        check = exc.check or "backend"
+        logger.warning("Backend unavailable [%s] (%s): %s", error_id, check, exc)
         if not started:
-            message = "A backend (Redis or Postgres) is unavailable; retry shortly."
-            body = error_body(503, message, error_id, retry_after=1)
-            await send_json(send, 503, body, [(b"retry-after", b"1")])
+            body = error_body(503, str(exc), error_id, check=check, retry_after=RETRY_AFTER_SECONDS)
+            headers = [(b"retry-after", str(RETRY_AFTER_SECONDS).encode())]
+            await send_json(send, 503, body, headers)
 
     # Lifespan ----------------------------------------------------------------
 
@@ -218,6 +219,9 @@ def _configure_logging(level: str) -> None:
         )
         root.addHandler(handler)
     logger.setLevel(level.upper())
+    pool_logger = logging.getLogger("asyncpg.pool")
+    if not any(isinstance(f, OneLineOutages) for f in pool_logger.filters):
+        pool_logger.addFilter(OneLineOutages())
 
 
 app = App()

@@ -17,8 +17,10 @@ COUNTERS: dict[str, str] = {
     "tasks_failed": "Agent tasks that failed after all attempts",
     "tasks_retried": "LLM calls retried after an error",
     "tasks_reclaimed": "Tasks reclaimed from a consumer that stopped answering",
+    "tasks_requeued": "Open tasks queued again from Postgres because Redis lost their message",
     "rate_limited": "Requests refused by the per-user rate limit",
     "overloaded": "Requests refused by --max-concurrent",
+    "backend_unavailable": "Requests answered 503 because Redis or Postgres was down",
     "streams": "SSE streams started",
     "streams_reconnect": "SSE streams ended early with a reconnect event (drain)",
 }

@@ -1,12 +1,13 @@
 """Per-user rate limit: a fixed window counter in Redis (one Lua call) or in memory.
 
 The window starts at a user's first request and lasts the configured period;
-``Retry-After`` and ``X-RateLimit-Reset`` are the seconds left in it.
+``Retry-After`` and ``X-RateLimit-Reset`` are the seconds left in it. Every
+Redis counter expires with its window (set in the same script that counts),
+and the counters are keyed by ``Identity.rate_key``, a bounded keyspace.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -14,8 +15,6 @@ from typing import Protocol
 
 import msgspec
 from redis.asyncio import Redis
-
-from app.http import Request
 
 _WINDOW = """
 local count = redis.call('INCR', KEYS[1])
@@ -49,20 +48,6 @@ def decide(limit: int, count: int, ttl_ms: int) -> Decision:
     """The decision for the ``count``-th request in a window with ``ttl_ms`` left."""
     reset = max(1, math.ceil(ttl_ms / 1000))
     return Decision(count <= limit, limit, max(0, limit - count), reset)
-
-
-def user_of(request: Request) -> str:
-    """X-User-Id, else a digest of the API key (Bearer or X-API-Key), else the client IP."""
-    user = request.header("x-user-id")
-    if user:
-        return "user:" + user[:128]
-    key = request.header("x-api-key")
-    auth = request.header("authorization")
-    if not key and auth and auth[:7].lower() == "bearer ":
-        key = auth[7:].strip()
-    if key:
-        return "key:" + hashlib.sha256(key.encode()).hexdigest()[:24]
-    return "ip:" + request.client_host
 
 
 class RateLimiter(Protocol):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -14,8 +15,10 @@ import msgspec
 from app import __version__
 from app.errors import HTTPError
 from app.http import Headers, Request, Send, send_json, send_response
+from app.identity import Identity
+from app.outage import guard
 from app.queue import TaskMessage
-from app.ratelimit import Decision, user_of
+from app.ratelimit import Decision
 from app.service import Service
 from app.settings import describe
 from app.sse import Outcome, stream_tokens
@@ -98,12 +101,13 @@ async def index(service: Service, request: Request, send: Send) -> None:
     )
 
 
-async def _admit(service: Service, request: Request) -> tuple[str, Headers]:
-    """The caller's identity and rate-limit headers; 429 when over the limit."""
-    user = user_of(request)
-    if service.limiter is None:
-        return user, []
-    decision: Decision = await service.limiter.hit(user)
+async def _admit(service: Service, request: Request) -> tuple[Identity, Headers]:
+    """The caller's identity and rate-limit headers; 401 for a bad key, 429 over the limit."""
+    identity = service.identity.identify(request)
+    limiter = service.limiter
+    if limiter is None:
+        return identity, []
+    decision: Decision = await guard(limiter.kind, limiter.hit(identity.rate_key))
     if not decision.allowed:
         service.metrics.inc("rate_limited")
         raise HTTPError(
@@ -112,33 +116,65 @@ async def _admit(service: Service, request: Request) -> tuple[str, Headers]:
             headers=decision.headers(),
             extra={"retry_after": decision.reset},
         )
-    return user, decision.headers()
+    return identity, decision.headers()
+
+
+def _storable(name: str, text: str) -> None:
+    """422 for text Postgres cannot store (NUL); msgspec already refused lone surrogates."""
+    if "\x00" in text:
+        raise HTTPError(422, f"{name} must not contain NUL (\\u0000) characters.")
+
+
+async def _agent_request(service: Service, request: Request) -> AgentRequest:
+    body = await request.json(AgentRequest, service.settings.max_body_size)
+    _storable("prompt", body.prompt)
+    return body
 
 
 async def post_agent(service: Service, request: Request, send: Send) -> None:
-    user, headers = await _admit(service, request)
-    body = await request.json(AgentRequest, service.settings.max_body_size)
+    identity, headers = await _admit(service, request)
+    body = await _agent_request(service, request)
     key = request.header("idempotency-key")
-    if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
-        raise HTTPError(422, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")
-    task_id, created = await service.store.create(uuid.uuid4().hex, user, body.prompt, key)
+    if key is not None:
+        if not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise HTTPError(422, f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} characters.")
+        _storable("Idempotency-Key", key)
+    store = service.store
+    max_tokens = body.max_tokens or service.settings.llm_max_tokens
+    new_id = uuid.uuid4().hex
+    task_id, created = await guard(
+        store.kind, store.create(new_id, identity.user, body.prompt, max_tokens, key)
+    )
     if created:
-        max_tokens = body.max_tokens or service.settings.llm_max_tokens
-        try:
-            await service.queue.enqueue(TaskMessage(task_id, body.prompt, max_tokens))
-        except Exception:
-            await service.store.fail(task_id, "The task could not be queued.")
-            raise
-        service.metrics.inc("tasks_queued")
+        await _enqueue(service, TaskMessage(task_id, body.prompt, max_tokens))
     headers.append((b"location", f"/result/{task_id}".encode()))
     if not created:
         headers.append((b"idempotent-replayed", b"true"))
     await send_json(send, 202, {"task_id": task_id, "status": "pending"}, headers)
 
 
+async def _enqueue(service: Service, task: TaskMessage) -> None:
+    """Queue a stored task; if that fails, withdraw it, so the 503 means "not accepted"."""
+    store, queue = service.store, service.queue
+    try:
+        message_id = await guard(queue.kind, queue.enqueue(task))
+    except BaseException:
+        # If even this fails the task stays pending in the store: the reconciler
+        # queues it later, and a retry with the same Idempotency-Key finds it.
+        with contextlib.suppress(Exception):
+            await store.withdraw(task.task_id)
+        raise
+    service.metrics.inc("tasks_queued")
+    try:
+        await store.queued(task.task_id, message_id)
+    except Exception as exc:  # accepted all the same: the reconciler re-queues it if lost
+        logger.warning("Task %s queued, its message id not stored: %s", task.task_id, exc)
+
+
 async def get_result(service: Service, request: Request, send: Send) -> None:
     task_id = request.path.removeprefix("/result/")
-    record = await service.store.get(task_id) if _TASK_ID.match(task_id) else None
+    store = service.store
+    record = await guard(store.kind, store.get(task_id)) if _TASK_ID.match(task_id) else None
     if record is None:
         raise HTTPError(404, f"No task {task_id!r} (unknown, or its result has expired).")
     await send_json(send, 200, record.public())
@@ -146,7 +182,7 @@ async def get_result(service: Service, request: Request, send: Send) -> None:
 
 async def post_stream(service: Service, request: Request, send: Send) -> None:
     _, headers = await _admit(service, request)
-    body = await request.json(AgentRequest, service.settings.max_body_size)
+    body = await _agent_request(service, request)
     max_tokens = min(body.max_tokens or service.settings.llm_max_tokens, 100_000)
     metrics = service.metrics
     metrics.inc("streams")

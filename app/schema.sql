@@ -20,3 +20,16 @@ CREATE TABLE IF NOT EXISTS "{schema}".agent_tasks (
 CREATE UNIQUE INDEX IF NOT EXISTS agent_tasks_idempotency
     ON "{schema}".agent_tasks (user_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+
+-- Postgres is the record of truth for accepted tasks: what the reconciler needs
+-- to queue one again (max_tokens), where it was queued (message_id), and the
+-- last sign of life (touched_at: queued, started, a running attempt's heartbeat,
+-- seen waiting in the stream).
+ALTER TABLE "{schema}".agent_tasks ADD COLUMN IF NOT EXISTS max_tokens integer;
+ALTER TABLE "{schema}".agent_tasks ADD COLUMN IF NOT EXISTS message_id text;
+ALTER TABLE "{schema}".agent_tasks
+    ADD COLUMN IF NOT EXISTS touched_at timestamptz NOT NULL DEFAULT now();
+
+CREATE INDEX IF NOT EXISTS agent_tasks_open
+    ON "{schema}".agent_tasks (touched_at)
+    WHERE status IN ('pending', 'running');

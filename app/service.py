@@ -11,24 +11,32 @@ import asyncio
 import contextlib
 import logging
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import asyncpg
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import BusyLoadingError
 
 from app.consumer import Consumer, consumer_name
 from app.errors import BackendUnavailable
+from app.identity import Authenticator, TrustedProxies, load_api_keys
 from app.llm import LLM, build_llm
 from app.metrics import Metrics
+from app.outage import describe
+from app.pg_store import PostgresStore
 from app.queue import MemoryQueue, RedisQueue, TaskQueue
 from app.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from app.reconciler import Reconciler
 from app.settings import Settings, redact
-from app.store import MemoryStore, PostgresStore, RedisStore, TaskStore
+from app.store import MemoryStore, RedisStore, TaskStore
 
 logger = logging.getLogger("app.service")
 
 CONSUMER_STOP_CAP_SECONDS = 10.0
 POOL_CLOSE_SECONDS = 5.0
+STARTING_PAUSE_SECONDS = 0.2
+T = TypeVar("T")
 
 
 class Service:
@@ -46,7 +54,12 @@ class Service:
         limit, window = settings.rate_limit_rule
         self.limiter: RateLimiter | None = MemoryRateLimiter(limit, window) if limit else None
         self.llm: LLM = build_llm(settings)
+        self.identity = Authenticator(
+            load_api_keys(settings.api_keys, settings.api_keys_file),
+            TrustedProxies(settings.trusted_proxies),
+        )
         self.consumer: Consumer | None = None
+        self.reconciler: Reconciler | None = None
 
     async def start(self) -> None:
         """Open and check the pools, migrate, start the consumer; BackendUnavailable if not."""
@@ -74,8 +87,20 @@ class Service:
             max_attempts=settings.task_max_attempts,
             retry_backoff=settings.task_retry_backoff,
             max_tokens=settings.llm_max_tokens,
+            attempt_timeout=settings.task_timeout,
         )
         self.consumer.start()
+        if isinstance(self.store, PostgresStore) and isinstance(
+            self.queue, (RedisQueue, MemoryQueue)
+        ):
+            self.reconciler = Reconciler(
+                self.store,
+                self.queue,
+                self.metrics,
+                stale_after=settings.task_visibility_timeout,
+                default_max_tokens=settings.llm_max_tokens,
+            )
+            self.reconciler.start()
 
     def _choose_backends(self) -> None:
         settings = self.settings
@@ -153,6 +178,8 @@ class Service:
 
     async def stop(self) -> None:
         self.drain()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
         if self.consumer is not None:
             timeout = min(self.settings.timeout_graceful, CONSUMER_STOP_CAP_SECONDS)
             await self.consumer.stop(timeout)
@@ -203,15 +230,21 @@ class Service:
     async def _ping_postgres(self) -> bool:
         if self.pg is None:
             raise BackendUnavailable("not connected")
-        value = await asyncio.wait_for(self.pg.fetchval("SELECT 1"), self.settings.ready_timeout)
+        try:
+            value = await asyncio.wait_for(
+                self.pg.fetchval("SELECT 1"), self.settings.ready_timeout
+            )
+        except Exception:
+            # Postgres may have restarted: the next probe must use new connections.
+            with contextlib.suppress(Exception):
+                await self.pg.expire_connections()
+            raise
         return bool(value == 1)
 
 
 def _describe_error(outcome: object) -> str:
-    if isinstance(outcome, TimeoutError):
-        return "no answer in time"
     if isinstance(outcome, BaseException):
-        return str(outcome) or type(outcome).__name__
+        return describe(outcome)
     return f"unexpected answer {outcome!r}"
 
 
@@ -228,7 +261,7 @@ async def _open_redis(settings: Settings) -> Redis:
     )
     redis = Redis(connection_pool=pool)
     try:
-        await asyncio.wait_for(redis.ping(), settings.redis_pool_timeout)
+        await _retry_starting(redis.ping, settings.redis_pool_timeout)
     except Exception as exc:
         await redis.aclose()
         await pool.aclose()
@@ -241,17 +274,44 @@ async def _open_redis(settings: Settings) -> Redis:
 
 async def _open_postgres(settings: Settings) -> Any:
     assert settings.db_dsn is not None
-    try:
-        return await asyncpg.create_pool(
-            settings.db_dsn,
+    dsn = settings.db_dsn
+
+    def create() -> Any:  # asyncpg.Pool, awaitable
+        return asyncpg.create_pool(
+            dsn,
             min_size=settings.db_pool_size,
             max_size=settings.db_pool_size + settings.db_max_overflow,
             timeout=settings.db_connect_timeout,
             max_inactive_connection_lifetime=settings.db_pool_recycle,
             server_settings={"application_name": f"{settings.client_name}-{os.getpid()}"},
         )
+
+    try:
+        return await _retry_starting(create, settings.db_connect_timeout)
     except Exception as exc:
         raise BackendUnavailable(
             f"Cannot reach Postgres at {redact(settings.db_dsn)} (FASTAGENTIC_DATABASE_URL):"
             f" {_describe_error(exc)}"
         ) from None
+
+
+# A backend that says it is starting up (or is full) is not misconfigured: a
+# worker respawned during a restart waits for it rather than failing to boot.
+# Anything else (refused, unknown host, bad password) still fails fast.
+STARTING: tuple[type[BaseException], ...] = (
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    BusyLoadingError,
+)
+
+
+async def _retry_starting(connect: Callable[[], Awaitable[T]], timeout: float) -> T:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await asyncio.wait_for(connect(), max(0.1, deadline - loop.time()))
+        except STARTING:
+            if loop.time() + STARTING_PAUSE_SECONDS >= deadline:
+                raise
+        await asyncio.sleep(STARTING_PAUSE_SECONDS)

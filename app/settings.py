@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from app.errors import ConfigError
+from app.identity import load_api_keys
 
 ENV_PREFIX = "FASTAGENTIC_"
 # Extra names a field is read from, after FASTAGENTIC_<NAME>, first found wins.
@@ -28,6 +29,8 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "instance_id": ("SUPERVISOR_INSTANCE_ID",),
     "workers": ("WEB_CONCURRENCY", "SUPERVISOR_WORKERS"),
     "llm_api_key": ("OPENAI_API_KEY",),
+    # The servers' own trust list for X-Forwarded-For (uvicorn, gunicorn, the supervisor).
+    "trusted_proxies": ("FORWARDED_ALLOW_IPS", "SUPERVISOR_FORWARDED_ALLOW_IPS"),
 }
 PERIODS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*(?:/\s*(\d*)\s*(second|minute|hour|day)s?)?\s*$")
@@ -70,11 +73,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     ready_timeout: PosFloat = 2.0
 
     rate_limit: str = "60/hour"
+    api_keys: str | None = None  # [NAME:]SHA256 entries; see app/identity.py
+    api_keys_file: str | None = None
+    trusted_proxies: str = "127.0.0.1,::1"  # may send X-User-Id (uvicorn's default list)
 
     task_concurrency: PosInt = 4
     task_visibility_timeout: PosFloat = 30.0
     task_max_attempts: PosInt = 3
     task_retry_backoff: NonNegFloat = 0.5
+    task_timeout: PosFloat = 300.0  # one attempt's limit; then it counts as failed
     result_ttl: PosInt = 86400
 
     llm_base_url: str | None = None
@@ -94,6 +101,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
         )
         _check_url("llm_base_url", self.llm_base_url, ("http", "https"))
         parse_rate_limit(self.rate_limit)
+        load_api_keys(self.api_keys, self.api_keys_file)
         if self.log_level.lower() not in ("critical", "error", "warning", "info", "debug"):
             raise ValueError(
                 f"{env_name('log_level')}={self.log_level!r}: use debug, info, warning or error."
@@ -198,4 +206,5 @@ def describe(settings: Settings) -> dict[str, Any]:
         if shown[field]:
             shown[field] = redact(shown[field])
     shown["llm_api_key"] = "***" if settings.llm_api_key else None
+    shown["api_keys"] = len(load_api_keys(settings.api_keys, settings.api_keys_file))
     return shown

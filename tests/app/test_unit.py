@@ -7,23 +7,33 @@ import contextlib
 import importlib.util
 import itertools
 import json
+import logging
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import msgspec
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from app import launcher
 from app.breaker import BreakerState, CircuitBreaker
 from app.consumer import backoff
-from app.errors import CircuitOpen, ConfigError, LLMError
+from app.errors import BackendUnavailable, CircuitOpen, ConfigError, HTTPError, LLMError
 from app.http import Request
+from app.identity import Authenticator, TrustedProxies, anonymous_bucket, hash_key
 from app.llm import FakeLLM, OpenAIClient
 from app.main import App
-from app.ratelimit import MemoryRateLimiter, decide, user_of
+from app.outage import OneLineOutages, failing_check, guard
+from app.queue import MemoryQueue, Place, TaskMessage
+from app.ratelimit import MemoryRateLimiter, decide
 from app.settings import Settings, describe, load, parse_rate_limit
 from app.sse import format_event
+from tests.app.asgi import StartupFailed, lifespan, never, serve
 
 pytestmark = pytest.mark.anyio
 
@@ -162,16 +172,82 @@ async def test_memory_rate_limit_window_and_headers() -> None:
     assert decide(5, 1, 1).reset == 1  # never advertise a 0 s reset
 
 
-def test_user_identity() -> None:
-    def request(*headers: tuple[bytes, bytes]) -> Request:
-        scope = {"method": "GET", "path": "/", "headers": list(headers), "client": ("1.2.3.4", 5)}
-        return Request(scope, _never)
+def _request(client: tuple[str, int] | None, *headers: tuple[bytes, bytes]) -> Request:
+    scope = {"method": "GET", "path": "/", "headers": list(headers), "client": client}
+    return Request(scope, never)
 
-    assert user_of(request((b"x-user-id", b"alice"))) == "user:alice"
-    by_bearer = user_of(request((b"authorization", b"Bearer sk-1")))
-    assert by_bearer.startswith("key:") and "sk-1" not in by_bearer
-    assert user_of(request((b"x-api-key", b"sk-1"))) == by_bearer
-    assert user_of(request()) == "ip:1.2.3.4"
+
+def test_identity_from_trusted_proxies_only() -> None:
+    auth = Authenticator({}, TrustedProxies("10.0.0.0/8, 127.0.0.1"))
+    alice = (b"x-user-id", b"alice")
+    proxied = auth.identify(_request(("10.1.2.3", 4711), alice))
+    assert (proxied.user, proxied.how) == ("user:alice", "proxy")
+    assert "alice" not in proxied.rate_key  # bounded length whatever the id
+    direct = auth.identify(_request(("1.2.3.4", 4711), alice))
+    assert (direct.user, direct.how) == ("ip:1.2.3.4", "anonymous")
+    # The server replaced a trusted peer by the X-Forwarded-For client (port 0).
+    forwarded = auth.identify(_request(("1.2.3.4", 0), alice, (b"x-forwarded-for", b"1.2.3.4")))
+    assert forwarded.user == "user:alice"
+    # Port 0 without the header is not the server's doing; neither is a forged port.
+    assert auth.identify(_request(("1.2.3.4", 0), alice)).how == "anonymous"
+    forged = _request(("1.2.3.4", 5000), alice, (b"x-forwarded-for", b"1.2.3.4:5000"))
+    assert auth.identify(forged).how == "anonymous"
+    assert auth.identify(_request(None, alice)).how == "anonymous"
+    assert Authenticator({}, TrustedProxies("*")).identify(_request(None, alice)).how == "proxy"
+    with pytest.raises(HTTPError) as nul:
+        auth.identify(_request(("127.0.0.1", 1), (b"x-user-id", b"a\x00b")))
+    assert nul.value.status == 422
+
+
+def test_identity_from_api_keys() -> None:
+    keys = {hash_key("sk-alice"): "alice", hash_key("sk-bob"): "bob"}
+    auth = Authenticator(keys, TrustedProxies("127.0.0.1"))
+    bearer = auth.identify(_request(("1.2.3.4", 9), (b"authorization", b"Bearer sk-alice")))
+    assert (bearer.user, bearer.rate_key, bearer.how) == ("key:alice", "key:alice", "api-key")
+    assert auth.identify(_request(("1.2.3.4", 9), (b"x-api-key", b"sk-bob"))).user == "key:bob"
+    # A key outranks X-User-Id, even from a trusted proxy.
+    both = _request(("127.0.0.1", 9), (b"x-api-key", b"sk-bob"), (b"x-user-id", b"alice"))
+    assert auth.identify(both).user == "key:bob"
+    with pytest.raises(HTTPError) as unknown:
+        auth.identify(_request(("1.2.3.4", 9), (b"authorization", b"Bearer sk-guess")))
+    assert unknown.value.status == 401
+    assert unknown.value.headers == [(b"www-authenticate", b'Bearer realm="fastagentic"')]
+    # Without configured keys a key proves nothing: the caller stays anonymous.
+    open_ = Authenticator({}, TrustedProxies("127.0.0.1"))
+    rotated = {
+        open_.identify(_request(("1.2.3.4", 9), (b"x-api-key", f"k{i}".encode())))
+        for i in range(50)
+    }
+    assert len(rotated) == 1
+
+
+def test_anonymous_callers_share_a_bounded_keyspace() -> None:
+    buckets = {anonymous_bucket(f"10.{i // 256 % 256}.{i % 256}.7") for i in range(20_000)}
+    assert len(buckets) <= 65_536 and all(b.startswith("anon:") for b in buckets)
+    # A whole IPv6 /64 is one caller; IPv4-mapped IPv6 is the IPv4 address.
+    assert anonymous_bucket("2001:db8::1") == anonymous_bucket("2001:db8::ffff:1234")
+    assert anonymous_bucket("::ffff:1.2.3.4") == anonymous_bucket("1.2.3.4")
+    assert anonymous_bucket("2001:db8:0:1::1") != anonymous_bucket("2001:db8::1")
+
+
+def test_api_keys_settings_fail_fast(tmp_path: Path) -> None:
+    digest = hash_key("sk-1")
+    keyfile = tmp_path / "keys"
+    keyfile.write_text(f"# team keys\nalice:{digest}\n\nbob:{hash_key('sk-2')}  # on call\n")
+    inline = f"{hash_key('sk-3')}, carol:{hash_key('sk-4')}"
+    s = load({"FASTAGENTIC_API_KEYS_FILE": str(keyfile), "FASTAGENTIC_API_KEYS": inline})
+    assert describe(s)["api_keys"] == 4  # hashes are never shown
+    with pytest.raises(ConfigError, match="configured twice"):
+        load({"FASTAGENTIC_API_KEYS_FILE": str(keyfile), "FASTAGENTIC_API_KEYS": digest})
+    with pytest.raises(ConfigError, match="entry 1 is not NAME:SHA256"):
+        load({"FASTAGENTIC_API_KEYS": "alice:sk-plain-text"})
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load({"FASTAGENTIC_API_KEYS_FILE": str(tmp_path / "missing")})
+    with pytest.raises(ConfigError, match="repeats the key"):
+        load({"FASTAGENTIC_API_KEYS": f"a:{digest},b:{digest}"})
+    aliased = load({"FORWARDED_ALLOW_IPS": "10.0.0.1"})
+    assert aliased.trusted_proxies == "10.0.0.1"
+    assert load({}).trusted_proxies == "127.0.0.1,::1"
 
 
 def test_sse_event_format() -> None:
@@ -233,40 +309,10 @@ async def test_openai_client_completes_streams_and_breaks_the_circuit() -> None:
 # The ASGI app, memory backends -------------------------------------------------
 
 
-async def _never() -> dict[str, Any]:
-    await asyncio.Event().wait()
-    raise AssertionError("unreachable")
-
-
-class StartupFailed(Exception):
-    pass
-
-
-@contextlib.asynccontextmanager
-async def lifespan(app: App) -> AsyncIterator[App]:
-    to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(app({"type": "lifespan"}, to_app.get, from_app.put))
-    await to_app.put({"type": "lifespan.startup"})
-    message = await asyncio.wait_for(from_app.get(), 10)
-    if message["type"] == "lifespan.startup.failed":
-        await task
-        raise StartupFailed(message["message"])
-    try:
-        yield app
-    finally:
-        await to_app.put({"type": "lifespan.shutdown"})
-        assert (await asyncio.wait_for(from_app.get(), 10))["type"] == "lifespan.shutdown.complete"
-        await asyncio.wait_for(task, 10)
-
-
 @contextlib.asynccontextmanager
 async def client_for(**overrides: Any) -> AsyncIterator[tuple[App, httpx.AsyncClient]]:
-    app = App(settings(**overrides))
-    async with lifespan(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://app.test") as client:
-            yield app, client
+    async with serve(settings(**overrides)) as served:
+        yield served
 
 
 async def _wait_status(client: httpx.AsyncClient, task_id: str, timeout: float = 5) -> Any:
@@ -549,6 +595,19 @@ def test_launcher_commands_for_each_server() -> None:
     env = launcher.worker_environment(values, {"PATH": "/bin"})
     assert env["FASTAGENTIC_WORKERS"] == "4" and env["FASTAGENTIC_INSTANCE_ID"] == "i-1"
     assert env["FASTAGENTIC_TIMEOUT_KEEP_ALIVE"] == "75" and env["PATH"] == "/bin"
+    assert "--forwarded-allow-ips" not in ours  # each server's own default (loopback)
+
+
+def test_launcher_gives_the_app_and_the_server_one_trust_list() -> None:
+    for source in (["--forwarded-allow-ips", "10.0.0.0/8"], []):
+        environ = {} if source else {"FORWARDED_ALLOW_IPS": "10.0.0.0/8"}
+        values = _resolve(source, environ)
+        env = launcher.worker_environment(values, environ)
+        assert env["FASTAGENTIC_TRUSTED_PROXIES"] == "10.0.0.0/8"
+        assert load(env).trusted_proxies == "10.0.0.0/8"
+        for server in launcher.SERVERS:
+            argv = launcher.command({**values, "server": server}, launcher.APP)
+            assert ("--forwarded-allow-ips", "10.0.0.0/8") in _pairs(argv), server
 
 
 def _pairs(argv: list[str]) -> set[tuple[str, str]]:
@@ -586,3 +645,60 @@ def test_launcher_says_when_gunicorn_is_missing(
 def test_settings_struct_round_trips_through_msgspec() -> None:
     s = settings(redis_url="redis://127.0.0.1:6379/0")
     assert msgspec.convert(msgspec.to_builtins(s), Settings) == s
+
+
+async def test_backend_outages_are_named_and_other_errors_are_not() -> None:
+    async def raising(exc: BaseException) -> None:
+        raise exc
+
+    starting = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    with pytest.raises(BackendUnavailable) as pg:
+        await guard("postgres", raising(starting))
+    assert pg.value.check == "postgres"
+    assert (
+        str(pg.value)
+        == "Postgres is unavailable (the database system is starting up); retry shortly."
+    )
+    with pytest.raises(BackendUnavailable) as rd:
+        await guard("redis", raising(RedisConnectionError("Connection refused")))
+    assert rd.value.check == "redis"
+    with pytest.raises(ValueError):
+        await guard("postgres", raising(ValueError("a bug")))
+    assert failing_check(asyncpg.exceptions.ConnectionDoesNotExistError("closed")) == "postgres"
+    assert failing_check(RuntimeError("bug")) is None
+
+
+def test_pool_warnings_during_an_outage_are_one_line() -> None:
+    try:
+        raise ConnectionRefusedError(111, "Connection refused")
+    except OSError:
+        record = logging.LogRecord(
+            "asyncpg.pool", logging.WARNING, "p", 1, "reconnect failed", (), sys.exc_info()
+        )
+    OneLineOutages().filter(record)
+    assert (
+        record.exc_info is None
+        and record.getMessage() == "reconnect failed: [Errno 111] Connection refused"
+    )
+
+
+async def test_memory_queue_holds_until_acked_and_knows_only_its_own_messages() -> None:
+    queue = MemoryQueue()
+    first = await queue.enqueue(TaskMessage("t1", "p", 5))
+    second = await queue.enqueue(TaskMessage("t2", "p", 5))
+    assert first.startswith(f"{os.getpid()}-")
+    [held] = await queue.receive("c", 1, 0.1)
+    assert await queue.locate([first, second, "1-1", None]) == [
+        (Place.HELD, pytest.approx(0.0, abs=0.5)),
+        (Place.WAITING, 0.0),
+        (Place.MISSING, 0.0),  # another process's: gone with it, as far as we know
+        (Place.MISSING, 0.0),
+    ]
+    assert await queue.reclaim("c", 10, min_idle=5.0) == []
+    await asyncio.sleep(0.05)
+    [again] = await queue.reclaim("c", 10, min_idle=0.01)  # its attempt gave up
+    assert again.reclaimed and again.task == held.task
+    assert await queue.extend("c", held)
+    await queue.ack(held)
+    assert not await queue.extend("c", held)
+    assert (await queue.locate([first]))[0][0] is Place.MISSING

@@ -3,53 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from redis.asyncio import Redis
 
+from app.pg_store import PostgresStore
 from app.queue import RedisQueue, TaskMessage
 from app.ratelimit import RedisRateLimiter
-from app.store import PostgresStore, RedisStore, TaskStore
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
-DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
+from app.store import RedisStore, TaskStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.services]
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def name() -> str:
-    return f"t_{uuid.uuid4().hex[:12]}"
-
-
-@pytest.fixture
-async def redis(name: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        yield client
-    finally:
-        keys = [key async for key in client.scan_iter(match=f"{name}:*")]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
-
-
-@pytest.fixture
-async def pool(name: str) -> AsyncIterator[asyncpg.Pool]:
-    pg = await asyncpg.create_pool(DATABASE_URL, min_size=1, max_size=4)
-    try:
-        yield pg
-    finally:
-        await pg.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-        await pg.close()
 
 
 async def test_redis_queue_reclaims_what_a_dead_consumer_held(redis: Redis, name: str) -> None:
@@ -82,23 +46,35 @@ async def test_redis_queue_extend_keeps_a_live_task(redis: Redis, name: str) -> 
 async def _exercise_store(store: TaskStore) -> None:
     await store.setup()
     await store.setup()  # every start migrates: must be idempotent
-    task_id, created = await store.create("a1", "alice", "hello", "key-1")
+    task_id, created = await store.create("a1", "alice", "hello", 5, "key-1")
     assert (task_id, created) == ("a1", True)
-    assert await store.create("a2", "alice", "hello", "key-1") == ("a1", False)
-    assert await store.create("b1", "bob", "hello", "key-1") == ("b1", True)
-    assert await store.create("n1", "alice", "hello", None) == ("n1", True)
-    assert await store.create("n2", "alice", "hello", None) == ("n2", True)
+    assert await store.create("a2", "alice", "hello", 5, "key-1") == ("a1", False)
+    assert await store.create("b1", "bob", "hello", 5, "key-1") == ("b1", True)
+    assert await store.create("n1", "alice", "hello", 5, None) == ("n1", True)
+    assert await store.create("n2", "alice", "hello", 5, None) == ("n2", True)
     record = await store.get("a1")
     assert record is not None and record.status == "pending" and record.attempts == 0
     assert await store.start_attempt("a1", "w-1") == 1
     assert await store.start_attempt("a1", "w-2") == 2
-    await store.finish("a1", "the answer")
+    await store.touch("a1", "w-2")
+    assert await store.finish("a1", "the answer")
     assert await store.start_attempt("a1", "w-3") is None  # done: a redelivery is a no-op
+    assert not await store.finish("a1", "a second run's answer")  # the first outcome wins
+    assert not await store.fail("a1", "a late failure")
     done = await store.get("a1")
     assert done is not None and done.public()["result"] == "the answer" and done.worker == "w-2"
-    await store.fail("b1", "it broke")
+    assert await store.fail("b1", "it broke")
     failed = await store.get("b1")
     assert failed is not None and failed.public()["error"] == "it broke"
+    # A task that could not be queued is withdrawn, so its key can be used again...
+    assert await store.create("w1", "carol", "p", 5, "key-w") == ("w1", True)
+    await store.withdraw("w1")
+    assert await store.get("w1") is None
+    assert await store.create("w2", "carol", "p", 5, "key-w") == ("w2", True)
+    # ...but never once an attempt started.
+    assert await store.start_attempt("w2", "w-1") == 1
+    await store.withdraw("w2")
+    assert await store.get("w2") is not None
     assert await store.get("missing") is None
     assert await store.start_attempt("missing", "w") is None
 
@@ -108,7 +84,7 @@ async def test_postgres_store(pool: asyncpg.Pool, name: str) -> None:
     columns = await pool.fetchval(
         "SELECT count(*) FROM information_schema.columns WHERE table_schema = $1", name
     )
-    assert columns == 11
+    assert columns == 14
 
 
 async def test_postgres_migrations_run_concurrently(pool: asyncpg.Pool, name: str) -> None:
