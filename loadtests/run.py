@@ -71,6 +71,7 @@ also on errors and Ctrl-C.
 import argparse
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,9 +119,12 @@ def ensure_venv() -> Path:
         subprocess.run([base, "-m", "venv", str(VENV)], check=True, timeout=300)
     print(f"installing {' '.join(REQUIREMENTS)} and this repo into {VENV}", flush=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    leftover = not (REPO / "build").exists()  # setuptools builds the wheel in the tree
     subprocess.run([*pip, *REQUIREMENTS, str(REPO)], check=True, timeout=1200)
     # The same version number from changed sources: pip would keep the old copy.
     subprocess.run([*pip, "--no-deps", "--force-reinstall", str(REPO)], check=True, timeout=600)
+    if leftover:
+        shutil.rmtree(REPO / "build", ignore_errors=True)
     stamp.write_text(wanted)
     return python
 
