@@ -5,13 +5,19 @@ local ids = {}
 accepted = 0
 results = 0
 local threads = {}
-local post = wrk.format("POST", "/agent", {
-   ["Content-Type"] = "application/json",
-   ["X-User-Id"] = "loadtest",
-}, '{"prompt": "hello"}')
+local post
 
 function setup(thread)
    table.insert(threads, thread)
+end
+
+-- Formatted here, not at load time: wrk knows the Host header only once the thread starts,
+-- and a strict HTTP/1.1 parser (h11: hypercorn) answers 400 to a request without it.
+function init(args)
+   post = wrk.format("POST", "/agent", {
+      ["Content-Type"] = "application/json",
+      ["X-User-Id"] = "loadtest",
+   }, '{"prompt": "hello"}')
 end
 
 function request()

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -104,3 +105,30 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.01) 
         if value is not None or time.monotonic() > deadline:
             return value
         time.sleep(interval)
+
+
+def log_size(path: Path) -> tuple[int, int]:
+    """(lines, bytes) of a log file; (0, 0) when there is none."""
+    lines = size = 0
+    with contextlib.suppress(OSError), open(path, "rb") as log:
+        while chunk := log.read(1 << 20):
+            lines += chunk.count(b"\n")
+            size += len(chunk)
+    return lines, size
+
+
+def compact_log(path: Path, keep: int = 60) -> None:
+    """Keep a long log's first and last ``keep`` lines: a run's access lines reach gigabytes."""
+    lines, size = log_size(path)
+    if lines <= 2 * keep:
+        return
+    head: list[bytes] = []
+    tail: deque[bytes] = deque(maxlen=keep)
+    with open(path, "rb") as log:
+        for number, line in enumerate(log):
+            if number < keep:
+                head.append(line)
+            else:
+                tail.append(line)
+    marker = f"[loadtests: {lines - len(head) - len(tail)} of {lines} lines ({size} bytes) cut]\n"
+    path.write_bytes(b"".join([*head, marker.encode(), *tail]))

@@ -1,106 +1,69 @@
-"""The seven scenarios: each starts one server, measures one thing, and stops it (even on errors).
+"""The scenarios: each starts one server, measures one thing, and stops it (even on errors).
 
 Every function takes the run's ``Context``, a server ``Kind``, the worker count
-and the ``Options`` of its variant, and returns one run's measurements (flat
-numbers, medians are taken over them) plus ``load``, wrk's parsed summary.
+and the ``Options`` of its variant (the profile among them), and returns one
+run's measurements (flat numbers, medians are taken over them) plus ``load``,
+wrk's parsed summary. The supervisor-cost scenario lives in ``bench.cost``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
+import dataclasses
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import psutil
 
+from bench import cost as cost_
 from bench import procs
+from bench.context import (
+    LOADTESTS,
+    MIB,
+    REPO,
+    Context,
+    NotApplicable,
+    cpu,
+    load_numbers,
+    warm,
+)
 from bench.load import Load, LoadResult
-from bench.servers import Kind, Options, Server
+from bench.servers import Kind, Options, Server, shown
 
-LOADTESTS = Path(__file__).resolve().parent.parent
-REPO = LOADTESTS.parent
-APPS = LOADTESTS / "apps"
-HELLO = "hello:app"
-CONNECTIONS = 64
-MIB = 1024 * 1024
 REDIS_URL = "redis://127.0.0.1:6379/0"
 DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/test"
-
-
-class NotApplicable(Exception):
-    """The server has no equivalent of what the scenario asks (the cell reads n/a)."""
-
-
-@dataclass
-class Context:
-    raw: Path  # server logs and wrk outputs of this run
-    seconds: float  # load duration of the throughput scenarios
-    fault_seconds: float  # load duration around restarts, recycles and kills
-    warmup: float
-    tool: str  # "wrk" or "python"
-    agent_skip: str | None = None  # why the agent scenario cannot run here
-    _names: itertools.count[int] = field(default_factory=itertools.count)
-
-    def log(self, kind: Kind, what: str) -> Path:
-        return self.raw / f"{next(self._names):03d}-{what}-{kind.name}.log"
-
-    def load(self, url: str, seconds: float, log: Path, mode: str = "get") -> Load:
-        return Load(
-            url, connections=CONNECTIONS, seconds=seconds, log=log, mode=mode, tool=self.tool
-        )
-
-    def hello(self, kind: Kind, workers: int, what: str, options: Options = Options()) -> Server:  # noqa: B008
-        if reason := kind.unsupported(options):
-            raise NotApplicable(reason)
-        log = self.log(kind, what)
-        return Server(kind, app=HELLO, cwd=APPS, workers=workers, log=log, options=options)
-
-
-def _load_numbers(result: LoadResult) -> dict[str, Any]:
-    numbers: dict[str, Any] = {"rps": round(result.rps, 1), "requests": result.requests}
-    for pct in ("p50", "p90", "p99"):
-        numbers[f"{pct}_ms"] = result.latency_ms.get(pct)
-    numbers["failed"] = result.failed
-    return {**numbers, "load": result.as_dict()}
-
-
-def _warm(ctx: Context, server: Server, kind: Kind, mode: str = "get", path: str = "/") -> None:
-    if ctx.warmup > 0:
-        ctx.load(server.url + path, ctx.warmup, ctx.log(kind, "warmup"), mode).start().result()
+__all__ = ["LOADTESTS", "REPO", "SCENARIOS", "Context", "NotApplicable", "Scenario"]
 
 
 def hello(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str, Any]:
-    """(1) Throughput and latency of the hello app, 64 keep-alive connections."""
+    """(1) Throughput and latency of the hello app, 64 keep-alive connections, in a profile."""
     with ctx.hello(kind, workers, "hello", options) as server:
         server.wait_serving()
-        _warm(ctx, server, kind)
+        warmed = warm(ctx, server, kind)
         master, workers_ = psutil.Process(server.pid), server.workers()
-        before = _cpu([master]), _cpu(workers_)
-        load = ctx.load(server.url + "/", ctx.seconds, ctx.log(kind, "load-hello")).start()
-        numbers = _load_numbers(load.result())
+        before = cpu([master]), cpu(workers_)
+        log = ctx.log(kind, "load-hello", options.profile)
+        numbers = load_numbers(ctx.load(server.url + "/", ctx.seconds, log).start().result())
         # The supervisor's own share of the CPU under load: it should be about zero.
         single = server.pid in {worker.pid for worker in workers_}  # uvicorn --workers 1
-        numbers["master_cpu_ms"] = None if single else round((_cpu([master]) - before[0]) * 1e3, 1)
-        numbers["workers_cpu_s"] = round(_cpu(workers_) - before[1], 2)
-        return numbers
-
-
-def _cpu(processes: list[psutil.Process]) -> float:
-    total = 0.0
-    for proc in processes:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
+        master_s, workers_s = cpu([master]) - before[0], cpu(workers_) - before[1]
+        numbers["master_cpu_ms"] = None if single else round(master_s * 1e3, 1)
+        numbers["workers_cpu_s"] = round(workers_s, 2)
+        share = None if single or not workers_s else round(100 * master_s / workers_s, 2)
+        numbers["master_cpu_pct"] = share
+    # Lines per request tell whether a profile's access log is really on (about 1) or off.
+    lines, size = procs.log_size(server.log)
+    answered = warmed + numbers["requests"]
+    numbers["log_lines"], numbers["log_mib"] = lines, round(size / MIB, 2)
+    numbers["log_lines_per_request"] = round(lines / answered, 3) if answered else None
+    numbers["command"] = shown(server.command)
+    return numbers
 
 
 def agent(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str, Any]:
@@ -116,13 +79,12 @@ def agent(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str,
         "FASTAGENTIC_RATE_LIMIT": "0",
         "FASTAGENTIC_LOG_LEVEL": "warning",
     }
-    log = ctx.log(kind, "agent")
-    server = Server(kind, app="app.main:app", cwd=REPO, workers=workers, log=log, env=env)
+    server = ctx.server(kind, workers, "agent", options, app="app.main:app", cwd=REPO, env=env)
     try:
         server.wait_serving(path="/ready")
-        _warm(ctx, server, kind, "agent")
+        warm(ctx, server, kind, "agent")
         load = ctx.load(server.url + "/", ctx.seconds, ctx.log(kind, "load-agent"), "agent")
-        numbers = _load_numbers(load.start().result())
+        numbers = load_numbers(load.start().result())
         extra = numbers["load"]["extra"]
         numbers["accepted"], numbers["results"] = extra.get("accepted"), extra.get("results")
         return numbers
@@ -195,7 +157,7 @@ def restart(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[st
             if rolls[-1] is None:
                 break
         result = _finish(load, started, ctx.fault_seconds)
-        numbers = _load_numbers(result)
+        numbers = load_numbers(result)
         numbers["rolls_completed"] = sum(roll is not None for roll in rolls)
         numbers["roll_s"] = [round(roll, 2) if roll else None for roll in rolls]
         return numbers
@@ -203,7 +165,8 @@ def restart(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[st
 
 def recycle(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str, Any]:
     """(4) Recycling by request count (1000 + jitter 100) under keep-alive load."""
-    with ctx.hello(kind, workers, "recycle", Options(max_requests=1000)) as server:
+    recycling = dataclasses.replace(options, max_requests=1000)
+    with ctx.hello(kind, workers, "recycle", recycling) as server:
         server.wait_serving()
         seen = {worker.pid for worker in server.workers()}
         load = ctx.load(server.url + "/", ctx.fault_seconds, ctx.log(kind, "load-recycle")).start()
@@ -211,14 +174,15 @@ def recycle(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[st
         while load.running() and time.monotonic() < deadline:
             seen |= {worker.pid for worker in server.workers()}
             time.sleep(0.05)
-        numbers = _load_numbers(load.result())
+        numbers = load_numbers(load.result())
         numbers["recycles"] = len(seen) - workers
         return numbers
 
 
 def kill(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str, Any]:
     """(5) SIGKILL one worker under load: errors, and time until N workers serve again."""
-    with ctx.hello(kind, workers, "kill", options) as server:
+    respawning = dataclasses.replace(options, respawn=True)  # granian does not, unless told
+    with ctx.hello(kind, workers, "kill", respawning) as server:
         server.wait_serving()
         original = {worker.pid for worker in server.workers()}
         load = ctx.load(
@@ -231,15 +195,21 @@ def kill(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str, 
         os.kill(victim, signal.SIGKILL)
 
         def recovered() -> float | None:
+            if server.proc.poll() is not None:
+                return -1.0  # the master gave up: hypercorn stops when a worker dies
             pids = {worker.pid for worker in server.workers()} - {victim}
             if len(pids) < workers or server.answers() not in pids - original:
                 return None
             return time.monotonic() - killed
 
         recovery = procs.poll(recovered, timeout=30, interval=0.01)
-        numbers = _load_numbers(_finish(load, started, ctx.fault_seconds))
-        numbers["recovery_ms"] = round(recovery * 1000, 1) if recovery is not None else None
-        numbers["respawned"] = recovery is not None
+        numbers = load_numbers(_finish(load, started, ctx.fault_seconds))
+        exited = recovery is not None and recovery < 0
+        numbers["recovery_ms"] = None
+        if recovery is not None and not exited:
+            numbers["recovery_ms"] = round(recovery * 1000, 1)
+        numbers["respawned"] = numbers["recovery_ms"] is not None
+        numbers["master_exited"] = exited
         return numbers
 
 
@@ -247,15 +217,17 @@ def memory(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str
     """(6) RSS of the master and of its N workers after a warm-up (USS/PSS too)."""
     with ctx.hello(kind, workers, "memory", options) as server:
         server.wait_serving()
-        _warm(ctx, server, kind)
+        warm(ctx, server, kind)
         time.sleep(0.5)
         master = psutil.Process(server.pid)
         procs_ = server.workers()
         full = [proc.memory_full_info() for proc in procs_]
         everything = [master, *master.children(recursive=True)]
+        own = master.memory_full_info()
         return {
-            "master_rss_mib": round(master.memory_info().rss / MIB, 1),
-            "master_uss_mib": round(master.memory_full_info().uss / MIB, 1),
+            "master_rss_mib": round(own.rss / MIB, 1),
+            "master_uss_mib": round(own.uss / MIB, 1),
+            "master_pss_mib": round(own.pss / MIB, 1),
             "workers_rss_mib": round(sum(info.rss for info in full) / MIB, 1),
             "workers_uss_mib": round(sum(info.uss for info in full) / MIB, 1),
             "workers_pss_mib": round(sum(info.pss for info in full) / MIB, 1),
@@ -321,18 +293,21 @@ class Scenario:
     run: Callable[[Context, Kind, int, Options], dict[str, Any]]
     variants: tuple[Options, ...] = (Options(),)
     per_worker_count: bool = False  # run at every --workers value (else --scenario-workers)
+    profiled: bool = False  # runs every --profiles profile (else each server's default)
 
 
 SCENARIOS = {
     s.name: s
     for s in (
         Scenario("hello", "hello: throughput and latency, 64 keep-alive connections", hello,
-                 per_worker_count=True),
+                 per_worker_count=True, profiled=True),
         Scenario("agent", "agent: POST /agent + GET /result (Redis + Postgres)", agent),
         Scenario("restart", "2 rolling restarts (SIGHUP) under keep-alive load", restart),
         Scenario("recycle", "max-requests recycling (1000 + jitter 100) under load", recycle),
         Scenario("kill", "kill -9 of one worker under load", kill),
         Scenario("memory", "memory after warm-up", memory, (Options(), Options(preload=True))),
         Scenario("lifecycle", "start-up to first 200; SIGTERM to exit with 1 in flight", lifecycle),
+        Scenario("cost", "supervisor cost: start, memory, idle and loaded CPU of the master",
+                 cost_.cost),
     )
 }  # fmt: skip
