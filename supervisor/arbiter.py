@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from supervisor import control, logs, metrics, policy, reload, sockets
+from supervisor import capacity, control, early_signals, logs, metrics, policy, reload, sockets
 from supervisor import hooks as hooks_module
 from supervisor.channel import BootFailure, Heartbeat, Message, Ready, make_pair, read_messages
 from supervisor.config import Config, format_size
@@ -112,8 +112,24 @@ class Arbiter:
         while the supervisor sets its loop up: a faster first response."""
         for sig in HANDLED_SIGNALS:  # until run() listens: only remember them
             signal.signal(sig, self._remember_signal)
+        # What came before (cli.main remembered it) goes first, so order holds.
+        self._early_signals[:0] = early_signals.take()
         self.warm_worker_imports()
-        self.reconcile()
+        self.spawn_first_workers()
+
+    def spawn_first_workers(self) -> None:
+        """The first forks, one by one: a stop signal between two of them ends
+        the spawning, and the loop then starts and stops cleanly."""
+        for _ in range(self.target):
+            if self.stop_pending():
+                logger.info("Stop requested while starting: no more workers forked")
+                return
+            if not self.spawn_worker():
+                return
+
+    def stop_pending(self) -> bool:
+        """A stop signal came before the loop could handle it."""
+        return bool(early_signals.STOP_SIGNALS.intersection(self._early_signals))
 
     def _remember_signal(self, sig: int, frame: object) -> None:
         self._early_signals.append(sig)
@@ -130,11 +146,11 @@ class Arbiter:
                 tg.start_soon(reload.watch, self.config, self.handle_source_change)
             control_sock = control.open_control_socket(self.control_path)
             if control_sock is not None:
-                handlers = {"status": self.status, "metrics": self.metrics_reply}
-                tg.start_soon(control.serve, control_sock, handlers)
+                tg.start_soon(control.serve, control_sock, control.handlers_for(self))
             if self.metrics_listener is not None:
                 tg.start_soon(metrics.serve, self.metrics_listener, self.metrics_text)
-            self.reconcile()
+            if not self.stop_pending():  # else _watch_signals stops first
+                self.reconcile()
             await self._done.wait()
             tg.cancel_scope.cancel()
         return self.exit_code
@@ -682,8 +698,29 @@ class Arbiter:
         return len(live)
 
     def handle_ttin(self) -> None:
-        self.target += 1
+        refused = self.set_target(self.target + 1)
+        if refused:
+            logger.warning("Received SIGTTIN: staying at %d workers: %s", self.target, refused)
+            return
         logger.info("Received SIGTTIN: scaling to %d workers", self.target)
+
+    def set_target(self, workers: int) -> str | None:
+        """Keep ``workers`` serving from now on (SIGTTIN, `scale N`); None, or why not.
+
+        Growing is held to what the host can run (see :mod:`supervisor.capacity`)
+        unless --allow-many-workers; shrinking is always allowed.
+        """
+        if workers > self.target:
+            running = sum(1 for w in self.workers.values() if w.live)
+            verdict = capacity.judge_here(
+                workers, allowed=self.config.allow_many_workers, running=running
+            )
+            if verdict.refuse:
+                return verdict.message
+            if verdict.message:
+                logger.warning("Scaling up: %s", verdict.message)
+        self.target = max(1, workers)
+        return None
 
     def handle_ttou(self) -> None:
         self.target = max(1, self.target - 1)

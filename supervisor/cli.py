@@ -4,6 +4,10 @@ Precedence, highest first: command line, environment, config file, defaults.
 Every option has an environment variable named ``SUPERVISOR_`` + the option
 in upper case with dashes as underscores (``--max-requests`` ->
 ``SUPERVISOR_MAX_REQUESTS``).
+
+This module imports little at the top on purpose: :func:`main` must make
+signals harmless (:mod:`supervisor.early_signals`) before the tens of
+milliseconds that the configuration and runner imports take.
 """
 
 from __future__ import annotations
@@ -12,17 +16,17 @@ import argparse
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
-from supervisor import __version__
-from supervisor.config import ENV_PREFIX, LIST_FIELDS, make_config
+from supervisor import __version__, early_signals
 from supervisor.errors import EXIT_USAGE, ConfigError
 
 CMD_ARGS_ENV = "SUPERVISOR_CMD_ARGS"
+CLIENT_COMMANDS = frozenset({"status", "scale", "reload", "stop"})
 BOOL_FIELDS = frozenset(
     {
         "factory",
+        "allow_many_workers",
         "reuse_port",
         "preload",
         "reload",
@@ -36,8 +40,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     flags: tuple[str, ...]
     field: str
     help: str
@@ -48,6 +51,11 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option(("-w", "--workers"), "workers", "Worker processes, or 'auto' (CPU quota). [1]", "N"),
+    Option(
+        ("--allow-many-workers",),
+        "allow_many_workers",
+        "Allow more workers than this host's CPUs and memory can run (see --workers).",
+    ),
     Option(("--host",), "host", "Address to bind to. [127.0.0.1]", "HOST"),
     Option(("--port",), "port", "Port to bind to; 0 picks a free one. [8000]", "PORT"),
     Option(
@@ -262,6 +270,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from supervisor.config import ENV_PREFIX, LIST_FIELDS  # noqa: PLC0415 - see the docstring
+
     parser = _Parser(
         prog="python -m supervisor",
         description="Run an ASGI app with N Uvicorn workers on one shared socket: recycling,"
@@ -304,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:
     """Settings from SUPERVISOR_* variables (strings, coerced by make_config)."""
+    from supervisor.config import ENV_PREFIX  # noqa: PLC0415 - see the module docstring
+
     settings: dict[str, Any] = {}
     for field in _BY_FIELD:
         name = ENV_PREFIX + field.upper()
@@ -330,8 +342,7 @@ def merge_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-@dataclass
-class Invocation:
+class Invocation(NamedTuple):
     """What the command line asked for, resolved."""
 
     settings: dict[str, Any]
@@ -343,6 +354,7 @@ class Invocation:
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     from supervisor import config_file as config_file_module  # noqa: PLC0415
+    from supervisor.config import ENV_PREFIX  # noqa: PLC0415 - see the module docstring
 
     parser = build_parser()
     extra, env_warnings = config_file_module.cmd_args(environ)
@@ -361,19 +373,24 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
+    # First of all: a SIGHUP or SIGTERM sent right after start must not kill us.
+    early_signals.install()
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["status"]:
-        from supervisor import control  # noqa: PLC0415
+    if args[:1] and args[0] in CLIENT_COMMANDS:
+        from supervisor import control_client  # noqa: PLC0415
 
-        sys.exit(control.status_main(args[1:]))
-    from supervisor.runner import run_config  # noqa: PLC0415
-
+        early_signals.uninstall()  # a client is killed by Ctrl-C like any command
+        sys.exit(control_client.COMMANDS[args[0]](args[1:]))
     try:
+        from supervisor.config import make_config  # noqa: PLC0415
+        from supervisor.runner import exit_process, run_config  # noqa: PLC0415
+
         invocation = parse(args, os.environ)
         config = make_config(invocation.settings)
         if not config.app:
             raise ConfigError('Give the app to run, e.g. "python -m supervisor app.main:app".')
+        code = run_config(config, invocation=invocation)
     except ConfigError as exc:
         sys.stderr.write(f"supervisor: error: {exc}\n")
         sys.exit(exc.exit_code)
-    sys.exit(run_config(config, invocation=invocation))
+    exit_process(code)

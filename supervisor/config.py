@@ -40,6 +40,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     app_dir: str = "."
 
     workers: PosInt = 1
+    allow_many_workers: bool = False
     host: str = "127.0.0.1"
     port: Port = 8000
     bind: list[str] = msgspec.field(default_factory=list)

@@ -1,33 +1,39 @@
-"""The control socket: `python -m supervisor status` asks a running supervisor for its workers.
+"""The control socket: `status`, `scale`, `reload` and `stop` talk to a running supervisor.
 
 The supervisor listens on a Unix socket only its user can open (mode 0600,
 in a 0700 directory when it picks the place itself). A client sends one JSON
-line (``{"command": "status"}``) and reads one JSON document back. The
-supervisor answers from its own records: the request never reaches a worker.
+line (``{"command": "status"}``, ``{"command": "scale", "workers": 6}``) and
+reads one JSON document back. The supervisor answers from its own records:
+the request never reaches a worker.
 
 Where the socket lives: ``--control-socket PATH``; else beside ``--pid FILE``
-(``app.pid`` -> ``app.sock``); else ``$TMPDIR/asgi-supervisor-<uid>/<pid>.sock``,
-which ``status`` finds by itself when one supervisor runs.
+(``app.pid`` -> ``app.sock``, or ``app.control.sock`` when ``app.sock`` is a
+listener); else ``<pid>.sock`` in ``$XDG_RUNTIME_DIR/asgi-supervisor/``,
+``/run/asgi-supervisor/`` (root) or ``$TMPDIR/asgi-supervisor-<uid>/``, which
+``status`` finds by itself when one supervisor runs. A directory someone
+else could write to is never used (see :mod:`supervisor.places`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import os
 import socket
-import sys
-import tempfile
+import stat
+import struct
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 import msgspec
+from anyio.abc import SocketAttribute
 
-from supervisor import endpoint
-from supervisor.config import Config, format_size
+from supervisor import endpoint, ownership, places
+from supervisor.config import Config
+from supervisor.errors import ConfigError
+from supervisor.lifecycle import RecycleReason
 
 if TYPE_CHECKING:
     from supervisor.arbiter import Arbiter
@@ -36,10 +42,13 @@ logger = logging.getLogger("supervisor")
 
 REQUEST_LIMIT = 4096
 CLIENT_TIMEOUT = 5.0
+_PEERCRED = struct.Struct("3i")
 
 
-class Request(msgspec.Struct, forbid_unknown_fields=True):
+class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     command: str
+    workers: int | None = None  # scale
+    fast: bool = False  # stop
 
 
 class WorkerStatus(msgspec.Struct):
@@ -79,26 +88,49 @@ class ErrorReply(msgspec.Struct):
     error: str
 
 
+class Done(msgspec.Struct):
+    """A command was carried out; ``message`` is the line the client prints."""
+
+    message: str
+
+
 class MetricsReply(msgspec.Struct):
     """The pool's Prometheus text, for a worker serving --metrics-path."""
 
     metrics: str
 
 
-Handlers = Mapping[str, Callable[[], msgspec.Struct]]
+Handlers = Mapping[str, Callable[[Request], msgspec.Struct]]
 
 
 def default_dir() -> Path:
-    return Path(tempfile.gettempdir()) / f"asgi-supervisor-{os.getuid()}"
+    return places.default_dir()
+
+
+def listener_paths(config: Config) -> list[str]:
+    """The Unix socket paths the app listens on (--uds, --bind unix:PATH)."""
+    paths = [item[len("unix:") :] for item in config.bind if item.startswith("unix:")]
+    return [*paths, config.uds] if config.uds else paths
 
 
 def socket_path(config: Config, pid: int) -> Path:
-    """Where this supervisor listens for `status`."""
+    """Where this supervisor listens for `status` (the workers ask the same)."""
     if config.control_socket:
         return Path(config.control_socket)
     if config.pid:
-        return Path(config.pid).with_suffix(".sock")
+        return places.beside_pid(config.pid, listener_paths(config))
     return default_dir() / f"{pid}.sock"
+
+
+def check_chosen_place(config: Config) -> None:
+    """``--control-socket PATH`` at start: a directory others control or a
+    file that is not a socket is a usage error, not a warning."""
+    if not config.control_socket:
+        return
+    path = Path(config.control_socket)
+    problem = _existing_problem(path) or _dir_problem(path.parent, places.chosen_dir_problem)
+    if problem:
+        raise ConfigError(f"--control-socket {path}: {problem}.")
 
 
 def build_status(arbiter: Arbiter, now: float) -> Status:
@@ -151,24 +183,83 @@ def _private_umask() -> Iterator[None]:
 
 
 def open_control_socket(path: Path) -> socket.socket | None:
-    """Bind the control socket; None (and a warning) when the place is unusable."""
+    """Bind the control socket; None (and one log line) when the place is unusable."""
     try:
-        if path.parent == default_dir():
-            path.parent.mkdir(mode=0o700, exist_ok=True)
-        if path.exists() and not _is_live(path):
-            path.unlink()  # left behind by a supervisor that was SIGKILLed
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        problem = _place_problem(path)
+    except OSError as exc:
+        problem = f"cannot prepare it ({exc.strerror or exc})"
+    if problem:
+        logger.error(
+            "Control socket %s: %s; running without it (`status`, `scale` will not work)",
+            path,
+            problem,
+        )
+        return None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
         with _private_umask():
             sock.bind(str(path))
-        sock.listen(16)
+        ownership.claim(path)
+        sock.listen(64)
         sock.setblocking(False)
     except OSError as exc:
+        sock.close()
         logger.warning("Control socket %s unavailable (%s); `status` will not work", path, exc)
         return None
     return sock
 
 
-def _is_live(path: Path) -> bool:
+def _place_problem(path: Path) -> str | None:
+    if path.parent == default_dir():
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        fix = (
+            f"remove it (rm -r {path.parent}) so it is made again, or pass"
+            " --control-socket PATH in a directory only you can write to"
+        )
+        problem = _dir_problem(path.parent, places.own_dir_problem)
+        if problem:
+            return f"{problem}: not trusting it; {fix}"
+    else:
+        problem = _dir_problem(path.parent, places.chosen_dir_problem)
+        if problem:
+            return f"{problem}: not trusting it; choose a directory only you (or root) can write to"
+    problem = _existing_problem(path)
+    if problem:
+        return problem
+    if path.exists():
+        path.unlink()  # a socket left behind by a supervisor that was SIGKILLed
+    return None
+
+
+def _dir_problem(
+    directory: Path, verdict: Callable[[os.stat_result, int], str | None]
+) -> str | None:
+    try:
+        info = directory.lstat()
+    except FileNotFoundError:
+        return None  # bind() will say so
+    except OSError as exc:
+        return f"cannot inspect {directory} ({exc.strerror or exc})"
+    if stat.S_ISLNK(info.st_mode) and verdict is places.chosen_dir_problem:
+        info = directory.stat()  # a symlink the user chose: judge where it leads
+    problem = verdict(info, os.geteuid())
+    return f"the directory {directory} {problem}" if problem else None
+
+
+def _existing_problem(path: Path) -> str | None:
+    """Never delete what is not a socket, nor a socket another process serves."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISSOCK(mode):
+        return "the path exists and is not a socket; not deleting it, remove it or choose another"
+    if is_live(path):
+        return "another process is listening there"
+    return None
+
+
+def is_live(path: Path) -> bool:
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))
@@ -186,10 +277,18 @@ async def serve(sock: socket.socket, handlers: Handlers) -> None:
     await endpoint.serve_each(sock, answer, "Control")
 
 
+def peer_credentials(sock: socket.socket) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a Unix socket."""
+    pid, uid, _ = _PEERCRED.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    )
+    return pid, uid
+
+
 async def _answer(client: socket.socket, handlers: Handlers) -> None:
     data = await endpoint.read_until(client, (b"\n",), REQUEST_LIMIT)
     if not data.strip():
-        return  # a liveness probe (see _is_live): connected and hung up
+        return  # a liveness probe (see is_live): connected and hung up
     reply: msgspec.Struct
     try:
         request = msgspec.json.decode(data.strip(), type=Request)
@@ -198,34 +297,76 @@ async def _answer(client: socket.socket, handlers: Handlers) -> None:
     else:
         handler = handlers.get(request.command)
         if handler is not None:
-            reply = handler()
+            reply = handler(request)
         else:
             reply = ErrorReply(error=f'unknown command "{request.command}"')
     await endpoint.send_all(client, msgspec.json.encode(reply) + b"\n")
 
 
-# Client (`python -m supervisor status`) ----------------------------------------
+# Commands ------------------------------------------------------------------------
 
 
-def query(path: Path, command: str = "status", timeout: float = CLIENT_TIMEOUT) -> Status:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        sock.sendall(msgspec.json.encode(Request(command=command)) + b"\n")
-        chunks = []
-        while chunk := sock.recv(65536):
-            chunks.append(chunk)
-    data = b"".join(chunks)
-    reply = msgspec.json.decode(data)
-    if isinstance(reply, dict) and "error" in reply:
-        raise RuntimeError(str(reply["error"]))
-    return msgspec.convert(reply, Status)
+def handlers_for(arbiter: Arbiter) -> Handlers:
+    """What the control socket answers, carried out on the arbiter's loop."""
+
+    def scale(request: Request) -> msgspec.Struct:
+        if request.workers is None or request.workers < 1:
+            return ErrorReply(error="scale needs a worker count of at least 1")
+        if arbiter.stopping:
+            return ErrorReply(error="the supervisor is stopping")
+        was = arbiter.target
+        refused = arbiter.set_target(request.workers)
+        if refused:
+            return ErrorReply(error=refused)
+        logger.info("Control: scaling to %d workers (was %d)", arbiter.target, was)
+        arbiter.reconcile()
+        if arbiter.target == was:
+            return Done(message=f"Staying at {was} workers (already the target)")
+        return Done(message=f"Scaling to {arbiter.target} workers (was {was})")
+
+    def reload(_: Request) -> msgspec.Struct:
+        if arbiter.stopping:
+            return ErrorReply(error="the supervisor is stopping")
+        logger.info("Control: reload requested")
+        arbiter.handle_hup()
+        arbiter.reconcile()
+        rolling = sum(w.retire_reason is RecycleReason.RELOAD for w in arbiter.workers.values())
+        return Done(
+            message=f"Rolling restart of {rolling} worker(s) (generation {arbiter.generation})"
+        )
+
+    def stop(request: Request) -> msgspec.Struct:
+        how = (
+            "fast shutdown"
+            if request.fast
+            else (f"draining workers (up to {arbiter.config.timeout_graceful:g}s)")
+        )
+        logger.info("Control: stop requested: %s", how)
+        arbiter.begin_stop(fast=request.fast)
+        arbiter.reconcile()
+        return Done(message=f"Stopping supervisor {arbiter.pid}: {how}")
+
+    return {
+        "status": lambda _: arbiter.status(),
+        "metrics": lambda _: arbiter.metrics_reply(),
+        "scale": scale,
+        "reload": reload,
+        "stop": stop,
+    }
+
+
+# The worker's side (--metrics-path) ------------------------------------------------
 
 
 async def fetch_metrics(path: Path) -> str:
     """Ask the supervisor for the pool's metrics (from inside a worker's event loop)."""
     with anyio.fail_after(CLIENT_TIMEOUT):
         async with await anyio.connect_unix(str(path)) as stream:
+            raw = stream.extra(SocketAttribute.raw_socket)
+            peer, _ = peer_credentials(raw)
+            if peer != os.getppid():
+                # Not our supervisor: someone else's server at that path.
+                raise RuntimeError(f"{path} is served by process {peer}, not the supervisor")
             await stream.send(msgspec.json.encode(Request(command="metrics")) + b"\n")
             chunks = []
             try:
@@ -238,83 +379,3 @@ async def fetch_metrics(path: Path) -> str:
         raise RuntimeError(f"unexpected reply from the supervisor: {reply!r}")
     text: str = reply["metrics"]
     return text
-
-
-def find_socket(args: argparse.Namespace) -> Path:
-    if args.control_socket:
-        return Path(args.control_socket)
-    if args.pid:
-        return Path(args.pid).with_suffix(".sock")
-    candidates = sorted(default_dir().glob("*.sock")) if default_dir().is_dir() else []
-    live = [path for path in candidates if _is_live(path)]
-    if len(live) == 1:
-        return live[0]
-    if not live:
-        raise LookupError("No running supervisor found; pass --pid FILE or --control-socket PATH.")
-    names = ", ".join(str(path) for path in live)
-    raise LookupError(f"Several supervisors are running ({names}); pass --control-socket PATH.")
-
-
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def render(status: Status) -> str:
-    lines = [
-        f"supervisor {status.pid}  app {status.app}  instance {status.instance_id}  "
-        f"up {_age(status.uptime_s)}  workers {status.totals.workers}/{status.target_workers}"
-        f"  generation {status.generation}"
-        + (f"  STOPPING ({status.stopping})" if status.stopping else ""),
-        "",
-        f"{'PID':>8}  {'GEN':>3}  {'STATE':<9}  {'AGE':>7}  {'REQUESTS':>9}  {'IN-FLIGHT':>9}  "
-        f"{'RSS':>10}  NOTE",
-    ]
-    for w in status.workers:
-        note = f"retiring: {w.retiring}" if w.retiring else ""
-        lines.append(
-            f"{w.pid:>8}  {w.generation:>3}  {w.state:<9}  {_age(w.age_s):>7}  {w.requests:>9}  "
-            f"{w.in_flight:>9}  {format_size(w.rss_bytes):>10}  {note}".rstrip()
-        )
-    restarts = ", ".join(f"{k} {v}" for k, v in status.totals.restarts.items()) or "none"
-    lines += [
-        "",
-        f"total: {status.totals.requests} requests served, {status.totals.in_flight} in flight, "
-        f"RSS {format_size(status.totals.rss_bytes)}; restarts: {restarts}",
-    ]
-    return "\n".join(lines)
-
-
-def status_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m supervisor status",
-        description="Show the workers of a running supervisor.",
-    )
-    parser.add_argument("--json", action="store_true", help="Print the status as JSON.")
-    parser.add_argument("--pid", metavar="FILE", help="The supervisor's --pid file.")
-    parser.add_argument(
-        "--control-socket",
-        metavar="PATH",
-        default=os.environ.get("SUPERVISOR_CONTROL_SOCKET"),
-        help="The supervisor's control socket.",
-    )
-    args = parser.parse_args(argv)
-    try:
-        path = find_socket(args)
-    except LookupError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return 1
-    try:
-        status = query(path)
-    except (OSError, RuntimeError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        print(f"Error: cannot query the supervisor at {path}: {exc}", file=sys.stderr)
-        return 1
-    if args.json:
-        sys.stdout.write(msgspec.json.format(msgspec.json.encode(status)).decode() + "\n")
-    else:
-        print(render(status))
-    return 0

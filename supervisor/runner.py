@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
-from supervisor import __version__, cgroups, control, logs, metrics, reload, sockets
+from supervisor import (
+    __version__,
+    capacity,
+    cgroups,
+    control,
+    logs,
+    metrics,
+    ownership,
+    pidfile,
+    reload,
+    sockets,
+)
 from supervisor.arbiter import Arbiter
 from supervisor.config import Config, format_size, replace
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
@@ -68,7 +79,14 @@ def open_listeners(config: Config) -> list[socket.socket]:
     try:
         for spec in specs:
             opened.append(
-                sockets.open_listener(spec, backlog=config.backlog, listen=not config.reuse_port)
+                sockets.open_listener(
+                    spec,
+                    backlog=config.backlog,
+                    listen=not config.reuse_port,
+                    # A port someone else listens on is refused, unless sharing
+                    # it is what --reuse-port asked for.
+                    exclusive=not config.reuse_port,
+                )
             )
     except SupervisorError:
         for sock in opened:
@@ -77,12 +95,15 @@ def open_listeners(config: Config) -> list[socket.socket]:
     return opened
 
 
-def _write_pid(path: str | None) -> None:
-    if path:
-        try:
-            Path(path).write_text(f"{os.getpid()}\n")
-        except OSError as exc:
-            raise ConfigError(f"--pid {path}: cannot write it ({exc.strerror or exc}).") from exc
+def check_workers(config: Config) -> None:
+    """--workers against this host's CPUs and memory: refuse the absurd, warn when high."""
+    verdict = capacity.judge_here(
+        config.workers, allowed=config.allow_many_workers, subject=f"--workers {config.workers}"
+    )
+    if verdict.refuse:
+        raise ConfigError(str(verdict.message))
+    if verdict.message:
+        logger.warning("%s", verdict.message)
 
 
 def _log_start(config: Config, listeners: list[socket.socket]) -> None:
@@ -165,7 +186,12 @@ def run_config(
     env_file = EnvFile(config.env_file)
     listeners: list[socket.socket] = []
     metrics_listener: socket.socket | None = None
+    pid_file: pidfile.PidFile | None = None
     try:
+        check_workers(config)
+        # Before any socket: a second supervisor on the same --pid says so, not "port in use".
+        pid_file = pidfile.acquire(config.pid) if config.pid else None
+        control.check_chosen_place(config)
         env_file.load()
         app_dir = str(Path(config.app_dir).resolve())
         if app_dir not in sys.path:
@@ -176,11 +202,13 @@ def run_config(
         preloaded = app if app is not None else (preload_app(config) if config.preload else None)
         if preloaded is not None:
             logs.adopt_app_logging()  # its import may have run dictConfig
-        _write_pid(config.pid)
-    except SupervisorError as exc:
-        logger.error("%s", exc)
+    except BaseException as exc:  # whatever ends the start: leave nothing behind
         for sock in [*listeners, *([metrics_listener] if metrics_listener else [])]:
             sock.close()
+        _cleanup(config, pid_file)
+        if not isinstance(exc, SupervisorError):
+            raise
+        logger.error("%s", exc)
         return exc.exit_code
 
     _log_start(config, listeners)
@@ -206,19 +234,41 @@ def run_config(
         arbiter.start()
         code = anyio.run(arbiter.run)
     finally:
-        _cleanup(config)
+        _cleanup(config, pid_file)
     logger.info("Supervisor %d stopped (exit code %d)", os.getpid(), code)
     return code
 
 
-def _cleanup(config: Config) -> None:
-    paths = [
-        config.pid,
-        config.uds,
-        *(b[5:] for b in config.bind if b.startswith("unix:")),
-        str(control.socket_path(config, os.getpid())),
+def _cleanup(config: Config, pid_file: pidfile.PidFile | None) -> None:
+    """Remove our files, each only if it is still ours (another server may own it now)."""
+    for path in [*control.listener_paths(config), str(control.socket_path(config, os.getpid()))]:
+        ownership.release(path)
+    if pid_file is not None:
+        pid_file.release()
+
+
+def exit_process(code: int) -> NoReturn:
+    """Exit with ``code`` now, even if a non-daemon thread (a preloaded app's) still runs.
+
+    ``sys.exit`` would wait for such threads forever after the supervisor has
+    said it stopped; flush the logs and leave without them instead.
+    """
+    left = [
+        thread
+        for thread in threading.enumerate()
+        if thread is not threading.main_thread() and not thread.daemon and thread.is_alive()
     ]
-    for path in paths:
-        if path:
-            with contextlib.suppress(OSError):
-                Path(path).unlink()
+    if not left:
+        sys.exit(code)
+    logger.warning(
+        "Exiting although %d non-daemon thread(s) still run: %s",
+        len(left),
+        ", ".join(thread.name for thread in left),
+    )
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            continue
+    os._exit(code)

@@ -16,6 +16,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from supervisor import ownership
 from supervisor.errors import BindError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -88,19 +89,26 @@ def systemd_fds(environ: dict[str, str]) -> list[int]:
 
 
 def open_listener(
-    spec: BindSpec, *, backlog: int, reuse_port: bool = True, listen: bool = True
+    spec: BindSpec,
+    *,
+    backlog: int,
+    reuse_port: bool = True,
+    listen: bool = True,
+    exclusive: bool = False,
 ) -> socket.socket:
     """Create (or adopt) the listening socket for one address.
 
     ``listen=False`` only binds a TCP address: with --reuse-port the supervisor
     holds the port (and resolves port 0) while each worker listens on its own
     socket; a bound socket that never listens takes no connections.
+    ``exclusive`` refuses a TCP port another socket already listens on, even
+    though ours sets SO_REUSEPORT (see :func:`_ensure_free`).
     """
     if spec.kind == "fd":
         return _adopt_fd(spec)
     if spec.kind == "unix":
         return _open_unix(spec, backlog)
-    return _open_tcp(spec, backlog, reuse_port, listen)
+    return _open_tcp(spec, backlog, reuse_port, listen, exclusive)
 
 
 def per_worker_listeners(templates: list[socket.socket], backlog: int) -> list[socket.socket]:
@@ -140,7 +148,9 @@ def _set_reuse(sock: socket.socket, *, reuse_port: bool) -> None:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
 
 
-def _open_tcp(spec: BindSpec, backlog: int, reuse_port: bool, listen: bool) -> socket.socket:
+def _open_tcp(
+    spec: BindSpec, backlog: int, reuse_port: bool, listen: bool, exclusive: bool
+) -> socket.socket:
     try:
         infos = socket.getaddrinfo(
             spec.host, spec.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -148,6 +158,8 @@ def _open_tcp(spec: BindSpec, backlog: int, reuse_port: bool, listen: bool) -> s
     except socket.gaierror as exc:
         raise BindError(f"Cannot listen on {spec}: unknown host ({exc.strerror}).") from exc
     family, kind, proto, _, address = infos[0]
+    if exclusive and spec.port:
+        _ensure_free(spec, family, address)
     sock = socket.socket(family, kind, proto)
     try:
         _set_reuse(sock, reuse_port=reuse_port)
@@ -161,6 +173,21 @@ def _open_tcp(spec: BindSpec, backlog: int, reuse_port: bool, listen: bool) -> s
     return sock
 
 
+def _ensure_free(spec: BindSpec, family: int, address: tuple[object, ...]) -> None:
+    """Our listener sets SO_REUSEPORT (so another server may bind beside us
+    during a deploy), which would also let us bind beside a server already
+    there, silently splitting its traffic. A probe bind without it fails on
+    a port another socket listens on; --reuse-port skips the probe."""
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        _set_reuse(probe, reuse_port=False)
+        probe.bind(address)
+    except OSError as exc:
+        raise BindError(_bind_failure(spec, exc)) from exc
+    finally:
+        probe.close()
+
+
 def _open_unix(spec: BindSpec, backlog: int) -> socket.socket:
     path = Path(spec.path)
     _remove_stale_unix_socket(path)
@@ -168,6 +195,7 @@ def _open_unix(spec: BindSpec, backlog: int) -> socket.socket:
     try:
         sock.bind(spec.path)
         path.chmod(0o666)
+        ownership.claim(path)
         sock.listen(backlog)
     except OSError as exc:
         sock.close()
