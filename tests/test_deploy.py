@@ -26,9 +26,9 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from supervisor import cgroups, cli
-from supervisor.arbiter import DRAIN_MARGIN
-from supervisor.config import ENV_PREFIX, FIELD_NAMES, Config, make_config, parse_size
+from supervisor.arbiter.arbiter import DRAIN_MARGIN
+from supervisor.config import ENV_PREFIX, FIELD_NAMES, Config, cli, make_config, parse_size
+from supervisor.system import cgroups
 from tests.supervisor_process import REPO, SupervisorProcess, free_port
 
 CONTAINERFILE = REPO / "Containerfile"
