@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from supervisor.arbiter.hooks import ServerHandle, WorkerHandle
 from supervisor.config import cli, make_config
 from supervisor.config import gunicorn as config_file
 from supervisor.errors import ConfigError
@@ -232,21 +233,21 @@ def test_hooks_get_gunicorn_style_arguments(tmp_path: Path) -> None:
         "on_exit",
     }
 
-    class Arbiter:
-        pid = 42
-        target = 2
-        config = "the config"
+    cfg = make_config({"app": "m:a", "workers": 2})
+    server = ServerHandle(cfg)
+    server.cfg = "the config"  # type: ignore[assignment]
+    booting = WorkerHandle(1, 1, cfg)
+    forked = WorkerHandle(1, 1, cfg)
+    forked.pid = os.getpid()
+    gone = WorkerHandle(1, 1, cfg)
+    gone.pid, gone.requests = 7, 5
 
-    class Record:
-        pid = 7
-        requests = 5
-
-    loaded.hooks["on_starting"](None)
-    loaded.hooks["when_ready"](Arbiter())
-    loaded.hooks["pre_fork"](Arbiter())
-    loaded.hooks["post_fork"](Arbiter())
-    loaded.hooks["worker_exit"](Arbiter(), Record())
-    loaded.hooks["on_exit"](Arbiter())
+    loaded.hooks["on_starting"](server)
+    loaded.hooks["when_ready"](ServerHandle(cfg))
+    loaded.hooks["pre_fork"](server, booting)
+    loaded.hooks["post_fork"](server, forked)
+    loaded.hooks["worker_exit"](server, gone)
+    loaded.hooks["on_exit"](server)
     assert namespace["calls"] == [
         ("on_starting", os.getpid()),
         ("when_ready", 2),

@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from supervisor.arbiter import policy
-from supervisor.arbiter.lifecycle import InvalidTransition, RecycleReason, WorkerRecord, WorkerState
+from supervisor.arbiter.lifecycle import InvalidTransition, WorkerRecord
+from supervisor.pool import Reason as RecycleReason
+from supervisor.pool import WorkerState
 
 
 def worker(
@@ -22,7 +24,7 @@ def worker(
 ) -> WorkerRecord:
     record = WorkerRecord(pid=pid, generation=1, started_at=started, channel=None)
     record.state = state
-    record.retire_reason = retire
+    record.retiring = retire
     for name, value in fields.items():
         setattr(record, name, value)
     return record

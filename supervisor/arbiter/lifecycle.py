@@ -1,38 +1,22 @@
-"""A worker as the supervisor sees it: an explicit state machine plus its counters.
+"""A worker as the supervisor keeps it: an explicit state machine plus what it reported.
 
 States move one way: BOOTING -> SERVING -> DRAINING -> STOPPED (a worker can
 also stop from any state when it dies). Every transition goes through
 :meth:`WorkerRecord.transition`, which refuses the ones that make no sense.
+
+Two reasons, two moments: ``retiring`` marks a serving worker for
+replacement (a recycle, a roll): it keeps serving until a replacement
+serves, so capacity never drops. ``leaving`` is set when it starts to drain
+(or dies): why it is going, counted in ``restarts{reason}`` when it is gone.
 """
 
 from __future__ import annotations
 
-import enum
 import socket
 from dataclasses import dataclass, field
 from typing import Any
 
-
-class WorkerState(enum.Enum):
-    BOOTING = "booting"
-    SERVING = "serving"
-    DRAINING = "draining"
-    STOPPED = "stopped"
-
-
-class RecycleReason(enum.StrEnum):
-    """Why a worker is being replaced; also the label of the restarts metric."""
-
-    MAX_REQUESTS = "max-requests"
-    MEMORY = "memory"
-    MEMORY_TOTAL = "memory-total"
-    LIFETIME = "lifetime"
-    TIMEOUT = "timeout"
-    CRASH = "crash"
-    RELOAD = "reload"
-    SCALE_DOWN = "scale-down"
-    SHUTDOWN = "shutdown"
-
+from supervisor.pool import Reason, WorkerState, WorkerView
 
 _ALLOWED = {
     WorkerState.BOOTING: {WorkerState.SERVING, WorkerState.DRAINING, WorkerState.STOPPED},
@@ -63,11 +47,12 @@ class WorkerRecord:
     in_flight: int = 0
     connections: int = 0
     rss: int = 0
-    retire_reason: RecycleReason | None = None
-    drain_reason: RecycleReason | None = None
+    retiring: Reason | None = None
+    leaving: Reason | None = None
     drain_deadline: float | None = None
-    kill_sent: bool = False
+    killed: bool = False  # SIGKILL sent: never again, never logged again
     boot_failure: str | None = None
+    wants_recycle: Reason | None = None  # the worker asked (fd limit, memory-hard)
     serves_error: bool = False  # --reload: answers 503 with the import error
     stats: dict[str, float] = field(default_factory=dict)
     dump_fd: int = -1  # faulthandler's pipe: the stack of a worker killed as hung
@@ -93,3 +78,19 @@ class WorkerRecord:
 
     def age(self, now: float) -> float:
         return now - self.started_at
+
+    def view(self, now: float) -> WorkerView:
+        return WorkerView(
+            pid=self.pid,
+            generation=self.generation,
+            state=self.state,
+            age_s=round(self.age(now), 3),
+            requests=self.requests,
+            in_flight=self.in_flight,
+            connections=self.connections,
+            rss_bytes=self.rss,
+            last_beat_s=round(now - self.last_beat, 3),
+            retiring=self.retiring,
+            leaving=self.leaving,
+            stats=dict(self.stats),
+        )

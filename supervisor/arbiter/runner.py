@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from supervisor import __version__, logs
+from supervisor.arbiter import operations
 from supervisor.arbiter.arbiter import Arbiter
-from supervisor.arbiter.hooks import Hooks
+from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.config import Config, format_size, replace
 from supervisor.endpoints import control, metrics
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
-from supervisor.system import capacity, cgroups, ownership, pidfile, sockets
+from supervisor.pool import PoolSnapshot
+from supervisor.system import capacity, cgroups, ownership, pidfile, places, sockets
 from supervisor.system import watch as reload
 
 if TYPE_CHECKING:
@@ -205,35 +209,86 @@ def run_config(
 
     _log_start(config, listeners)
     hooks = Hooks(invocation.hooks if invocation else None)
-    hooks.call("on_starting", None)
+    server = ServerHandle(config)
+    hooks.call("on_starting", server)
 
-    def on_hup(arbiter: Arbiter) -> None:
+    def on_hup(server: ServerHandle) -> None:
         try:
             env_file.load()
         except ConfigError as exc:
             logger.error("Reload: %s Keeping the previous environment.", exc)
-        hooks.call("on_reload", arbiter)
+        hooks.call("on_reload", server)
 
     arbiter = Arbiter(
-        config,
-        listeners,
-        preloaded_app=preloaded,
-        hooks=hooks,
-        on_hup=on_hup,
-        metrics_listener=metrics_listener,
+        config, listeners, preloaded_app=preloaded, hooks=hooks, server=server, on_hup=on_hup
     )
     try:
         arbiter.start()
-        code = anyio.run(arbiter.run)
+        code = anyio.run(arbiter.run, *_sources(config, arbiter, metrics_listener))
     finally:
         _cleanup(config, pid_file)
     logger.info("Supervisor %d stopped (exit code %d)", os.getpid(), code)
     return code
 
 
+class _Commands:
+    """What the control socket may do, wired to the arbiter (endpoints never see it)."""
+
+    def __init__(self, arbiter: Arbiter) -> None:
+        self._arbiter = arbiter
+
+    def snapshot(self) -> PoolSnapshot:
+        return self._arbiter.snapshot()
+
+    def metrics_text(self) -> str:
+        return metrics.render(self._arbiter.snapshot())
+
+    def scale(self, workers: int) -> str | None:
+        refused = operations.set_target(self._arbiter, workers)
+        self._arbiter.reconcile()
+        return refused
+
+    def reload(self) -> int | None:
+        replaced = operations.reload(self._arbiter, cause="Control: reload requested")
+        self._arbiter.reconcile()
+        return replaced
+
+    def stop(self, fast: bool) -> str:
+        how = operations.stop(self._arbiter, fast=fast, cause="Control: stop requested")
+        self._arbiter.reconcile()
+        return how
+
+
+def _sources(
+    config: Config, arbiter: Arbiter, metrics_listener: socket.socket | None
+) -> list[Callable[[], Awaitable[None]]]:
+    """The event sources beside signals and the tick: --reload, the two endpoints."""
+    sources: list[Callable[[], Awaitable[None]]] = []
+    if config.reload:
+
+        def on_change(paths: list[str]) -> None:
+            operations.source_changed(arbiter, paths)
+
+        sources.append(functools.partial(reload.watch, config, on_change))
+    control_sock = control.open_control_socket(control.socket_path(config, os.getpid()))
+    if control_sock is not None:
+        sources.append(functools.partial(control.serve, control_sock, _Commands(arbiter)))
+    if metrics_listener is not None:
+
+        def text() -> str:
+            return metrics.render(arbiter.snapshot())
+
+        sources.append(functools.partial(metrics.serve, metrics_listener, text))
+    return sources
+
+
 def _cleanup(config: Config, pid_file: pidfile.PidFile | None) -> None:
     """Remove our files, each only if it is still ours (another server may own it now)."""
-    for path in [*control.listener_paths(config), str(control.socket_path(config, os.getpid()))]:
+    own = [
+        *places.listener_paths(config.bind, config.uds),
+        control.socket_path(config, os.getpid()),
+    ]
+    for path in [str(item) for item in own]:
         ownership.release(path)
     if pid_file is not None:
         pid_file.release()

@@ -21,9 +21,10 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from supervisor.config import format_size
-from supervisor.endpoints.control import CLIENT_TIMEOUT, Request, Status, is_live, peer_credentials
+from supervisor.commands.status import render
+from supervisor.commands.wire import CLIENT_TIMEOUT, Request, Status
 from supervisor.system import places
+from supervisor.system.unix import is_live, peer_credentials
 
 EXIT_FAILED = 1
 
@@ -103,40 +104,6 @@ def _check_peer(sock: socket.socket, path: Path) -> None:
 def query(path: Path, command: str = "status", timeout: float = CLIENT_TIMEOUT) -> Status:
     reply = send(Target(path, discovered=False), Request(command=command), timeout)
     return msgspec.convert(reply, Status)
-
-
-def _age(seconds: float) -> str:
-    seconds = int(seconds)
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
-
-
-def render(status: Status) -> str:
-    lines = [
-        f"supervisor {status.pid}  app {status.app}  instance {status.instance_id}  "
-        f"up {_age(status.uptime_s)}  workers {status.totals.workers}/{status.target_workers}"
-        f"  generation {status.generation}"
-        + (f"  STOPPING ({status.stopping})" if status.stopping else ""),
-        "",
-        f"{'PID':>8}  {'GEN':>3}  {'STATE':<9}  {'AGE':>7}  {'REQUESTS':>9}  {'IN-FLIGHT':>9}  "
-        f"{'RSS':>10}  NOTE",
-    ]
-    for w in status.workers:
-        note = f"retiring: {w.retiring}" if w.retiring else ""
-        lines.append(
-            f"{w.pid:>8}  {w.generation:>3}  {w.state:<9}  {_age(w.age_s):>7}  {w.requests:>9}  "
-            f"{w.in_flight:>9}  {format_size(w.rss_bytes):>10}  {note}".rstrip()
-        )
-    restarts = ", ".join(f"{k} {v}" for k, v in status.totals.restarts.items()) or "none"
-    lines += [
-        "",
-        f"total: {status.totals.requests} requests served, {status.totals.in_flight} in flight, "
-        f"RSS {format_size(status.totals.rss_bytes)}; restarts: {restarts}",
-    ]
-    return "\n".join(lines)
 
 
 # Command lines ---------------------------------------------------------------------

@@ -7,9 +7,8 @@ own setting names (``max_memory``, ``timeout_worker``...) are accepted as
 they are. Gunicorn settings we do not support, and names nobody knows, are
 reported in one warning line instead of being silently dropped.
 
-Server hooks keep Gunicorn's signatures (``post_fork(server, worker)``): each
-is wrapped so that ``server`` is a view of our arbiter with ``.log``, ``.pid``,
-``.num_workers`` and ``.cfg``, and ``worker`` has ``.pid`` and ``.log``.
+Server hooks keep Gunicorn's signatures (``post_fork(server, worker)``); the
+objects they receive are described in :mod:`supervisor.arbiter.hooks`.
 """
 
 from __future__ import annotations
@@ -271,48 +270,6 @@ def _validate(settings: Mapping[str, Any], path: str) -> None:
 # Hooks -------------------------------------------------------------------------------
 
 
-class ServerView:
-    """The ``server`` a gunicorn hook receives: our arbiter, with gunicorn's common names."""
-
-    def __init__(self, arbiter: Any | None) -> None:
-        self._arbiter = arbiter
-        self.log = logger
-
-    @property
-    def pid(self) -> int:
-        return int(self._arbiter.pid) if self._arbiter is not None else os.getpid()
-
-    @property
-    def num_workers(self) -> int:
-        return int(self._get("target"))
-
-    @property
-    def cfg(self) -> Any:
-        return self._get("config")
-
-    def _get(self, name: str) -> Any:
-        if self._arbiter is None:
-            raise AttributeError(f"server.{name} is not available yet in on_starting")
-        return getattr(self._arbiter, name)
-
-    def __getattr__(self, name: str) -> Any:
-        return self._get(name)
-
-
-class WorkerView:
-    """The ``worker`` a gunicorn hook receives: ``.pid`` (``"[booting]"`` in pre_fork), ``.log``."""
-
-    def __init__(self, pid: int | str, record: Any | None = None) -> None:
-        self.pid = pid
-        self.log = logger
-        self._record = record
-
-    def __getattr__(self, name: str) -> Any:
-        if self._record is None:
-            raise AttributeError(f"worker.{name} is not available in this hook")
-        return getattr(self._record, name)
-
-
 def _add_hook(loaded: LoadedConfig, name: str, hook: Any) -> None:
     slot, params = HOOKS[name]
     if not callable(hook):
@@ -323,26 +280,14 @@ def _add_hook(loaded: LoadedConfig, name: str, hook: Any) -> None:
         raise ValueError(f"a server hook must take ({', '.join(params)})") from exc
     except ValueError:  # a builtin without a signature: trust it
         pass
-
-    def call(arbiter: Any | None, record: Any | None = None) -> None:
-        server = ServerView(arbiter)
-        if len(params) == 1:
-            hook(server)
-        elif slot == "pre_fork":
-            hook(server, WorkerView("[booting]"))
-        elif slot == "post_fork":
-            hook(server, WorkerView(os.getpid()))
-        else:
-            hook(server, WorkerView(getattr(record, "pid", "?"), record))
-
     previous = loaded.hooks.get(slot)
     if previous is None:
-        loaded.hooks[slot] = call
+        loaded.hooks[slot] = hook
         return
 
-    def both(arbiter: Any | None, record: Any | None = None) -> None:
-        previous(arbiter, record)
-        call(arbiter, record)
+    def both(*args: Any) -> None:
+        previous(*args)
+        hook(*args)
 
     loaded.hooks[slot] = both
 

@@ -55,6 +55,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     max_requests_jitter: NonNegInt = 0
     max_memory: ByteSize | None = None
     max_memory_total: ByteSize | None = None
+    max_memory_hard: ByteSize | None = None
     max_lifetime: NonNegFloat = 0.0
     max_lifetime_jitter: NonNegFloat | None = None
     timeout_worker: PosFloat = 30.0

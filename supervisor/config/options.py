@@ -82,6 +82,13 @@ OPTIONS: tuple[Option, ...] = (
         "Recycle the largest worker when all workers' RSS passes SIZE.",
         "SIZE",
     ),
+    Option(
+        ("--max-memory-hard",),
+        "max_memory_hard",
+        "Hard ceiling on each worker's data segment (RLIMIT_DATA): an allocation past SIZE"
+        " fails with MemoryError and the worker is replaced. --max-memory is sampled.",
+        "SIZE",
+    ),
     Option(("--max-lifetime",), "max_lifetime", "Recycle a worker after this age.", "SECONDS"),
     Option(
         ("--max-lifetime-jitter",),

@@ -1,17 +1,12 @@
-"""The control socket: `status`, `scale`, `reload` and `stop` talk to a running supervisor.
+"""The control socket's server: `status`, `scale`, `reload`, `stop` and the workers'
+--metrics-path requests, answered on the supervisor's loop.
 
 The supervisor listens on a Unix socket only its user can open (mode 0600,
-in a 0700 directory when it picks the place itself). A client sends one JSON
-line (``{"command": "status"}``, ``{"command": "scale", "workers": 6}``) and
-reads one JSON document back. The supervisor answers from its own records:
-the request never reaches a worker.
-
-Where the socket lives: ``--control-socket PATH``; else beside ``--pid FILE``
-(``app.pid`` -> ``app.sock``, or ``app.control.sock`` when ``app.sock`` is a
-listener); else ``<pid>.sock`` in ``$XDG_RUNTIME_DIR/asgi-supervisor/``,
-``/run/asgi-supervisor/`` (root) or ``$TMPDIR/asgi-supervisor-<uid>/``, which
-``status`` finds by itself when one supervisor runs. A directory someone
-else could write to is never used (see :mod:`supervisor.places`).
+in a 0700 directory when it picks the place itself; see
+:mod:`supervisor.system.places` for where). A client sends one JSON line and
+reads one JSON document back (:mod:`supervisor.commands.wire`). The server
+reads the pool through a snapshot and changes it only through the
+:class:`Commands` it is given: it never sees the arbiter.
 """
 
 from __future__ import annotations
@@ -21,106 +16,51 @@ import logging
 import os
 import socket
 import stat
-import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import anyio
 import msgspec
-from anyio.abc import SocketAttribute
 
-from supervisor.arbiter.lifecycle import RecycleReason
+from supervisor.commands.wire import (
+    REQUEST_LIMIT,
+    Done,
+    ErrorReply,
+    MetricsReply,
+    Request,
+    status_of,
+)
 from supervisor.config import Config
 from supervisor.endpoints import server as endpoint
 from supervisor.errors import ConfigError
+from supervisor.pool import PoolSnapshot, Reason
 from supervisor.system import ownership, places
-
-if TYPE_CHECKING:
-    from supervisor.arbiter.arbiter import Arbiter
+from supervisor.system.unix import is_live
 
 logger = logging.getLogger("supervisor")
 
-REQUEST_LIMIT = 4096
-CLIENT_TIMEOUT = 5.0
-_PEERCRED = struct.Struct("3i")
+
+class Commands(Protocol):
+    """What the control socket may read and ask (the runner wires it to the arbiter)."""
+
+    def snapshot(self) -> PoolSnapshot: ...
+
+    def metrics_text(self) -> str: ...
+
+    def scale(self, workers: int) -> str | None: ...  # None, or why not
+
+    def reload(self) -> int | None: ...  # workers replaced; None while stopping
+
+    def stop(self, fast: bool) -> str: ...  # how
 
 
-class Request(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    command: str
-    workers: int | None = None  # scale
-    fast: bool = False  # stop
-
-
-class WorkerStatus(msgspec.Struct):
-    pid: int
-    generation: int
-    state: str
-    age_s: float
-    requests: int
-    in_flight: int
-    connections: int
-    rss_bytes: int
-    last_beat_s: float
-    retiring: str | None
-
-
-class Totals(msgspec.Struct):
-    workers: int
-    requests: int
-    in_flight: int
-    rss_bytes: int
-    restarts: dict[str, int]
-
-
-class Status(msgspec.Struct):
-    pid: int
-    app: str
-    instance_id: str
-    uptime_s: float
-    target_workers: int
-    generation: int
-    stopping: str | None
-    workers: list[WorkerStatus]
-    totals: Totals
-
-
-class ErrorReply(msgspec.Struct):
-    error: str
-
-
-class Done(msgspec.Struct):
-    """A command was carried out; ``message`` is the line the client prints."""
-
-    message: str
-
-
-class MetricsReply(msgspec.Struct):
-    """The pool's Prometheus text, for a worker serving --metrics-path."""
-
-    metrics: str
-
-
-Handlers = Mapping[str, Callable[[Request], msgspec.Struct]]
+def socket_path(config: Config, pid: int) -> Path:
+    """Where this supervisor listens (the workers ask the same, for --metrics-path)."""
+    return places.control_socket(config.control_socket, config.pid, config.bind, config.uds, pid)
 
 
 def default_dir() -> Path:
     return places.default_dir()
-
-
-def listener_paths(config: Config) -> list[str]:
-    """The Unix socket paths the app listens on (--uds, --bind unix:PATH)."""
-    paths = [item[len("unix:") :] for item in config.bind if item.startswith("unix:")]
-    return [*paths, config.uds] if config.uds else paths
-
-
-def socket_path(config: Config, pid: int) -> Path:
-    """Where this supervisor listens for `status` (the workers ask the same)."""
-    if config.control_socket:
-        return Path(config.control_socket)
-    if config.pid:
-        return places.beside_pid(config.pid, listener_paths(config))
-    return default_dir() / f"{pid}.sock"
 
 
 def check_chosen_place(config: Config) -> None:
@@ -132,42 +72,6 @@ def check_chosen_place(config: Config) -> None:
     problem = _existing_problem(path) or _dir_problem(path.parent, places.chosen_dir_problem)
     if problem:
         raise ConfigError(f"--control-socket {path}: {problem}.")
-
-
-def build_status(arbiter: Arbiter, now: float) -> Status:
-    workers = [
-        WorkerStatus(
-            pid=w.pid,
-            generation=w.generation,
-            state=w.state.value,
-            age_s=round(w.age(now), 3),
-            requests=w.requests,
-            in_flight=w.in_flight,
-            connections=w.connections,
-            rss_bytes=w.rss,
-            last_beat_s=round(now - w.last_beat, 3),
-            retiring=str(w.retire_reason) if w.retire_reason else None,
-        )
-        for w in sorted(arbiter.workers.values(), key=lambda w: w.started_at)
-    ]
-    totals = Totals(
-        workers=sum(1 for w in arbiter.workers.values() if w.live),
-        requests=arbiter.exited_requests + sum(w.requests for w in workers),
-        in_flight=sum(w.in_flight for w in workers),
-        rss_bytes=sum(w.rss_bytes for w in workers),
-        restarts=dict(sorted(arbiter.restarts.items())),
-    )
-    return Status(
-        pid=arbiter.pid,
-        app=arbiter.config.app,
-        instance_id=arbiter.config.instance_id or "",
-        uptime_s=round(now - arbiter.started_at, 3),
-        target_workers=arbiter.target,
-        generation=arbiter.generation,
-        stopping=arbiter.stopping,
-        workers=workers,
-        totals=totals,
-    )
 
 
 # Server (in the supervisor) ---------------------------------------------------
@@ -260,33 +164,14 @@ def _existing_problem(path: Path) -> str | None:
     return None
 
 
-def is_live(path: Path) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
-
-
-async def serve(sock: socket.socket, handlers: Handlers) -> None:
+async def serve(sock: socket.socket, commands: Commands) -> None:
     async def answer(client: socket.socket) -> None:
-        await _answer(client, handlers)
+        await _answer(client, commands)
 
     await endpoint.serve_each(sock, answer, "Control")
 
 
-def peer_credentials(sock: socket.socket) -> tuple[int, int]:
-    """(pid, uid) of the process at the other end of a Unix socket."""
-    pid, uid, _ = _PEERCRED.unpack(
-        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    )
-    return pid, uid
-
-
-async def _answer(client: socket.socket, handlers: Handlers) -> None:
+async def _answer(client: socket.socket, commands: Commands) -> None:
     data = await endpoint.read_until(client, (b"\n",), REQUEST_LIMIT)
     if not data.strip():
         return  # a liveness probe (see is_live): connected and hung up
@@ -296,87 +181,43 @@ async def _answer(client: socket.socket, handlers: Handlers) -> None:
     except msgspec.DecodeError as exc:
         reply = ErrorReply(error=f"bad request: {exc}")
     else:
-        handler = handlers.get(request.command)
-        if handler is not None:
-            reply = handler(request)
-        else:
-            reply = ErrorReply(error=f'unknown command "{request.command}"')
+        reply = _carry_out(commands, request)
     await endpoint.send_all(client, msgspec.json.encode(reply) + b"\n")
 
 
-# Commands ------------------------------------------------------------------------
-
-
-def handlers_for(arbiter: Arbiter) -> Handlers:
-    """What the control socket answers, carried out on the arbiter's loop."""
-
-    def scale(request: Request) -> msgspec.Struct:
-        if request.workers is None or request.workers < 1:
-            return ErrorReply(error="scale needs a worker count of at least 1")
-        if arbiter.stopping:
+def _carry_out(commands: Commands, request: Request) -> msgspec.Struct:
+    command = request.command
+    if command == "status":
+        return status_of(commands.snapshot())
+    if command == "metrics":
+        return MetricsReply(metrics=commands.metrics_text())
+    if command == "scale":
+        return _scale(commands, request)
+    if command == "reload":
+        if commands.reload() is None:
             return ErrorReply(error="the supervisor is stopping")
-        was = arbiter.target
-        refused = arbiter.set_target(request.workers)
-        if refused:
-            return ErrorReply(error=refused)
-        logger.info("Control: scaling to %d workers (was %d)", arbiter.target, was)
-        arbiter.reconcile()
-        if arbiter.target == was:
-            return Done(message=f"Staying at {was} workers (already the target)")
-        return Done(message=f"Scaling to {arbiter.target} workers (was {was})")
-
-    def reload(_: Request) -> msgspec.Struct:
-        if arbiter.stopping:
-            return ErrorReply(error="the supervisor is stopping")
-        logger.info("Control: reload requested")
-        arbiter.handle_hup()
-        arbiter.reconcile()
-        rolling = sum(w.retire_reason is RecycleReason.RELOAD for w in arbiter.workers.values())
+        after = commands.snapshot()
+        rolling = sum(w.retiring is Reason.RELOAD for w in after.workers)
         return Done(
-            message=f"Rolling restart of {rolling} worker(s) (generation {arbiter.generation})"
+            message=f"Rolling restart of {rolling} worker(s) (generation {after.generation})"
         )
-
-    def stop(request: Request) -> msgspec.Struct:
-        how = (
-            "fast shutdown"
-            if request.fast
-            else (f"draining workers (up to {arbiter.config.timeout_graceful:g}s)")
-        )
-        logger.info("Control: stop requested: %s", how)
-        arbiter.begin_stop(fast=request.fast)
-        arbiter.reconcile()
-        return Done(message=f"Stopping supervisor {arbiter.pid}: {how}")
-
-    return {
-        "status": lambda _: arbiter.status(),
-        "metrics": lambda _: arbiter.metrics_reply(),
-        "scale": scale,
-        "reload": reload,
-        "stop": stop,
-    }
+    if command == "stop":
+        how = commands.stop(request.fast)
+        return Done(message=f"Stopping supervisor {commands.snapshot().pid}: {how}")
+    return ErrorReply(error=f'unknown command "{command}"')
 
 
-# The worker's side (--metrics-path) ------------------------------------------------
-
-
-async def fetch_metrics(path: Path) -> str:
-    """Ask the supervisor for the pool's metrics (from inside a worker's event loop)."""
-    with anyio.fail_after(CLIENT_TIMEOUT):
-        async with await anyio.connect_unix(str(path)) as stream:
-            raw = stream.extra(SocketAttribute.raw_socket)
-            peer, _ = peer_credentials(raw)
-            if peer != os.getppid():
-                # Not our supervisor: someone else's server at that path.
-                raise RuntimeError(f"{path} is served by process {peer}, not the supervisor")
-            await stream.send(msgspec.json.encode(Request(command="metrics")) + b"\n")
-            chunks = []
-            try:
-                while True:
-                    chunks.append(await stream.receive())
-            except anyio.EndOfStream:
-                pass
-    reply = msgspec.json.decode(b"".join(chunks))
-    if not isinstance(reply, dict) or not isinstance(reply.get("metrics"), str):
-        raise RuntimeError(f"unexpected reply from the supervisor: {reply!r}")
-    text: str = reply["metrics"]
-    return text
+def _scale(commands: Commands, request: Request) -> msgspec.Struct:
+    if request.workers is None or request.workers < 1:
+        return ErrorReply(error="scale needs a worker count of at least 1")
+    before = commands.snapshot()
+    if before.stopping.value != "running":
+        return ErrorReply(error="the supervisor is stopping")
+    refused = commands.scale(request.workers)
+    if refused:
+        return ErrorReply(error=refused)
+    target = commands.snapshot().target
+    logger.info("Control: scaling to %d workers (was %d)", target, before.target)
+    if target == before.target:
+        return Done(message=f"Staying at {before.target} workers (already the target)")
+    return Done(message=f"Scaling to {target} workers (was {before.target})")

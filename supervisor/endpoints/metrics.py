@@ -12,22 +12,17 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from supervisor.arbiter.lifecycle import RecycleReason, WorkerState
 from supervisor.endpoints import server as endpoint
 from supervisor.errors import BindError, ConfigError
+from supervisor.pool import PoolSnapshot, Reason, WorkerState
 from supervisor.system import sockets
 from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
-
-if TYPE_CHECKING:
-    from supervisor.arbiter.arbiter import Arbiter
 
 logger = logging.getLogger("supervisor")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEAD_LIMIT = 8192
-CLIENT_TIMEOUT = 5.0
 
 
 def _escape(value: str) -> str:
@@ -52,64 +47,23 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
-def pool_stats(arbiter: Arbiter) -> dict[str, float]:
-    """Feature counters summed over exited and live workers."""
-    totals = dict(arbiter.exited_stats)
-    for worker in arbiter.workers.values():
-        for key, value in worker.stats.items():
-            totals[key] = totals.get(key, 0.0) + value
-    return totals
-
-
-def render(arbiter: Arbiter, now: float) -> str:
-    out = _Writer(arbiter.config.instance_id or "")
-    workers = sorted(arbiter.workers.values(), key=lambda w: w.started_at)
-    stats = pool_stats(arbiter)
+def render(snapshot: PoolSnapshot) -> str:
+    """The pool's Prometheus text, from a snapshot."""
+    out = _Writer(snapshot.instance_id)
+    workers = snapshot.workers
+    stats = snapshot.pooled_stats()
 
     out.family("supervisor_requests_total", "counter", "Requests served by all workers.")
-    out.sample(
-        "supervisor_requests_total", arbiter.exited_requests + sum(w.requests for w in workers)
-    )
+    out.sample("supervisor_requests_total", snapshot.total_requests())
     out.family("supervisor_requests_in_flight", "gauge", "Requests being served now.")
     out.sample("supervisor_requests_in_flight", sum(w.in_flight for w in workers))
     out.family("supervisor_connections", "gauge", "Open client connections.")
     out.sample("supervisor_connections", sum(w.connections for w in workers))
 
     if "duration_count" in stats:
-        out.family("supervisor_responses_total", "counter", "Responses by status class.")
-        for key in STATUS_KEYS:
-            out.sample("supervisor_responses_total", stats.get(key, 0.0), status=key[-3:])
-        out.family(
-            "supervisor_request_duration_seconds", "histogram", "Time to the end of the response."
-        )
-        cumulative = 0.0
-        for bound, key in zip(DURATION_BUCKETS, BUCKET_KEYS, strict=True):
-            cumulative += stats.get(key, 0.0)
-            out.sample("supervisor_request_duration_seconds_bucket", cumulative, le=str(bound))
-        count = stats.get("duration_count", 0.0)
-        out.sample("supervisor_request_duration_seconds_bucket", count, le="+Inf")
-        out.sample("supervisor_request_duration_seconds_sum", stats.get("duration_sum", 0.0))
-        out.sample("supervisor_request_duration_seconds_count", count)
-        out.family(
-            "supervisor_concurrency_rejections_total",
-            "counter",
-            "Requests answered 503 by --max-concurrent.",
-        )
-        out.sample("supervisor_concurrency_rejections_total", stats.get("rejected", 0.0))
-
+        _request_families(out, stats)
     if "log_stalls" in stats:
-        out.family(
-            "supervisor_log_stalls_total",
-            "counter",
-            "Times a worker waited for a slow reader of its log output (backpressure).",
-        )
-        out.sample("supervisor_log_stalls_total", stats.get("log_stalls", 0.0))
-        out.family(
-            "supervisor_log_stalled_seconds_total",
-            "counter",
-            "Seconds workers spent waiting for a slow reader of their log output.",
-        )
-        out.sample("supervisor_log_stalled_seconds_total", stats.get("log_stalled_seconds", 0.0))
+        _log_families(out, stats)
 
     out.family("supervisor_workers", "gauge", "Workers by state.")
     for state in WorkerState:
@@ -118,26 +72,68 @@ def render(arbiter: Arbiter, now: float) -> str:
                 "supervisor_workers", sum(w.state is state for w in workers), state=state.value
             )
     out.family("supervisor_workers_target", "gauge", "Workers the supervisor keeps serving.")
-    out.sample("supervisor_workers_target", arbiter.target)
+    out.sample("supervisor_workers_target", snapshot.target)
     out.family("supervisor_worker_restarts_total", "counter", "Worker replacements by reason.")
-    for reason in RecycleReason:
+    for reason in Reason:
         out.sample(
-            "supervisor_worker_restarts_total", arbiter.restarts.get(reason, 0), reason=reason
+            "supervisor_worker_restarts_total", snapshot.restarts.get(reason, 0), reason=reason
         )
     out.family("supervisor_worker_rss_bytes", "gauge", "Resident memory of each worker.")
     for w in workers:
-        out.sample("supervisor_worker_rss_bytes", w.rss, worker=str(w.pid))
+        out.sample("supervisor_worker_rss_bytes", w.rss_bytes, worker=str(w.pid))
     out.family("supervisor_worker_requests", "gauge", "Requests served by each worker.")
     for w in workers:
         out.sample("supervisor_worker_requests", w.requests, worker=str(w.pid))
     out.family("supervisor_worker_uptime_seconds", "gauge", "Age of each worker.")
     for w in workers:
-        out.sample("supervisor_worker_uptime_seconds", round(w.age(now), 3), worker=str(w.pid))
+        out.sample("supervisor_worker_uptime_seconds", w.age_s, worker=str(w.pid))
+    out.family(
+        "supervisor_boot_failing", "gauge", "1 while new workers fail to boot and none serve."
+    )
+    out.sample("supervisor_boot_failing", 1 if snapshot.boot_failing else 0)
     out.family("supervisor_rss_bytes", "gauge", "Resident memory of the supervisor itself.")
     out.sample("supervisor_rss_bytes", _own_rss())
     out.family("supervisor_uptime_seconds", "gauge", "Seconds since the supervisor started.")
-    out.sample("supervisor_uptime_seconds", round(now - arbiter.started_at, 3))
+    out.sample("supervisor_uptime_seconds", snapshot.uptime_s)
     return out.text()
+
+
+def _request_families(out: _Writer, stats: dict[str, float]) -> None:
+    out.family("supervisor_responses_total", "counter", "Responses by status class.")
+    for key in STATUS_KEYS:
+        out.sample("supervisor_responses_total", stats.get(key, 0.0), status=key[-3:])
+    out.family(
+        "supervisor_request_duration_seconds", "histogram", "Time to the end of the response."
+    )
+    cumulative = 0.0
+    for bound, key in zip(DURATION_BUCKETS, BUCKET_KEYS, strict=True):
+        cumulative += stats.get(key, 0.0)
+        out.sample("supervisor_request_duration_seconds_bucket", cumulative, le=str(bound))
+    count = stats.get("duration_count", 0.0)
+    out.sample("supervisor_request_duration_seconds_bucket", count, le="+Inf")
+    out.sample("supervisor_request_duration_seconds_sum", stats.get("duration_sum", 0.0))
+    out.sample("supervisor_request_duration_seconds_count", count)
+    out.family(
+        "supervisor_concurrency_rejections_total",
+        "counter",
+        "Requests answered 503 by --max-concurrent.",
+    )
+    out.sample("supervisor_concurrency_rejections_total", stats.get("rejected", 0.0))
+
+
+def _log_families(out: _Writer, stats: dict[str, float]) -> None:
+    out.family(
+        "supervisor_log_stalls_total",
+        "counter",
+        "Times a worker waited for a slow reader of its log output (backpressure).",
+    )
+    out.sample("supervisor_log_stalls_total", stats.get("log_stalls", 0.0))
+    out.family(
+        "supervisor_log_stalled_seconds_total",
+        "counter",
+        "Seconds workers spent waiting for a slow reader of their log output.",
+    )
+    out.sample("supervisor_log_stalled_seconds_total", stats.get("log_stalled_seconds", 0.0))
 
 
 def _own_rss() -> int:

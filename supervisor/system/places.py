@@ -113,3 +113,25 @@ def beside_pid_candidates(pid_file: str) -> list[Path]:
     """Where `status --pid FILE` looks, in order: the collision-free name
     exists only when the plain one was a listener."""
     return [Path(pid_file).with_suffix(".control.sock"), Path(pid_file).with_suffix(".sock")]
+
+
+def listener_paths(binds: Iterable[str], uds: str | None) -> list[str]:
+    """The Unix socket paths the app listens on (--uds, --bind unix:PATH)."""
+    paths = [item[len("unix:") :] for item in binds if item.startswith("unix:")]
+    return [*paths, uds] if uds else paths
+
+
+def control_socket(
+    control_socket: str | None,
+    pid_file: str | None,
+    binds: Iterable[str],
+    uds: str | None,
+    pid: int,
+) -> Path:
+    """Where a supervisor listens for `status` (and its workers ask for --metrics-path):
+    --control-socket; else beside --pid; else ``<pid>.sock`` in :func:`default_dir`."""
+    if control_socket:
+        return Path(control_socket)
+    if pid_file:
+        return beside_pid(pid_file, listener_paths(binds, uds))
+    return default_dir() / f"{pid}.sock"

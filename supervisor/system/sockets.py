@@ -18,6 +18,7 @@ from pathlib import Path
 
 from supervisor.errors import BindError, ConfigError
 from supervisor.system import ownership
+from supervisor.system.unix import is_live
 
 logger = logging.getLogger(__name__)
 
@@ -212,15 +213,9 @@ def _remove_stale_unix_socket(path: Path) -> None:
         return
     if not stat.S_ISSOCK(mode):
         raise BindError(f"Cannot listen on unix:{path}: the path exists and is not a socket.")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise BindError(f"Cannot listen on unix:{path}: another server is listening there.")
+    if is_live(path):
+        raise BindError(f"Cannot listen on unix:{path}: another server is listening there.")
+    path.unlink(missing_ok=True)
 
 
 def _adopt_fd(spec: BindSpec) -> socket.socket:

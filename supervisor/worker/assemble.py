@@ -18,7 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from supervisor import logs
 from supervisor.config import Config
-from supervisor.endpoints import control
+from supervisor.system import places
 from supervisor.worker.access import DefaultLine, FormattedLine, JsonLine, LineMaker
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
@@ -114,10 +114,14 @@ def observe(
     formatted = line if isinstance(line, FormattedLine) else getattr(line, "_custom", None)
     metrics_text = None
     if config.metrics_path:
-        control_path = control.socket_path(config, supervisor_pid)
+        from supervisor.commands.metrics_client import fetch_metrics  # noqa: PLC0415
+
+        control_path = places.control_socket(
+            config.control_socket, config.pid, config.bind, config.uds, supervisor_pid
+        )
 
         async def metrics_text() -> str:
-            return await control.fetch_metrics(control_path)
+            return await fetch_metrics(control_path)
 
     observer = Observer(
         line=line,

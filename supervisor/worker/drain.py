@@ -1,14 +1,41 @@
-"""A worker's drain: the flag its HTTP protocol reads, and the app's notice.
+"""A worker's drain: stop accepting, tell the app, let what is open finish, close cleanly.
 
-When the supervisor asks a worker to drain, the worker stops accepting and
-every response from then on asks its client to close the connection; the
-app is told through the hooks registered here.
+uvicorn's own shutdown closes idle keep-alive connections at once, racing
+with clients that are about to reuse them: that race is where Gunicorn and
+``uvicorn --workers`` lose requests on every restart. Here a draining worker:
+
+- reports at once that it drains (a SIGTERM sent to it directly must get its
+  replacement started now) and keeps reporting while it drains, so the
+  supervisor still sees a live event loop and catches a hung drain;
+- when it is the last to accept (the whole pool stops), first serves what the
+  kernel already queued on the listening sockets, then stops accepting:
+  closing the last listener would reset those connections;
+- answers the next request on each keep-alive connection with
+  ``Connection: close`` (the HTTP protocol reads :attr:`DrainState.draining`),
+  closes connections that stay idle only after a grace window, and lets
+  in-flight requests and streams finish within the graceful timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
+import os
+import socket
+import struct
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from supervisor.worker.server import WorkerServer
+
+logger = logging.getLogger("supervisor.worker")
+
+DRAIN_POLL_SECONDS = 0.05
+BEAT_SECONDS = 1.0
+_TCP_INFO_SIZE = 104
+_UNACKED_AT = 24  # tcp_info.tcpi_unacked (after 8 u8 and 4 u32): a listener's accept queue
 
 
 class DrainState:
@@ -19,3 +46,110 @@ class DrainState:
     def __init__(self) -> None:
         self.draining = False
         self.hooks: list[Callable[[], Any]] = []
+
+
+def queued_connections(listeners: list[socket.socket]) -> int:
+    """Connections the kernel accepted that no one has taken yet (TCP listeners)."""
+    waiting = 0
+    for sock in listeners:
+        if sock.family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+            waiting += struct.unpack_from("I", info, _UNACKED_AT)[0]
+        except (OSError, struct.error):
+            continue
+    return waiting
+
+
+async def drain(server: WorkerServer, listeners: list[socket.socket]) -> None:
+    """The whole drain of ``server``; returns when it may exit."""
+    loop = asyncio.get_running_loop()
+    state = server.server_state
+    message = server.channel.pending_drain()
+    last = message.last if message is not None else False
+    server.drain.draining = True
+    server.send_heartbeat()  # the supervisor learns now, even from a direct SIGTERM
+    logger.info(
+        "Worker %d draining: %d connection(s), %d request(s) in flight",
+        os.getpid(),
+        len(state.connections),
+        len(state.tasks),
+    )
+    deadline = loop.time() + server.graceful
+    if last and not server.force_exit:
+        await _serve_the_accept_queue(server, listeners, deadline)
+    for listening in server.servers:
+        listening.close()
+    for sock in listeners:
+        sock.close()
+    await _run_drain_hooks(server)
+    await _finish_open_work(server, deadline)
+    if state.tasks:
+        server.drain_clean = False  # requests are cut: the exit code says so
+        if not server.force_exit:
+            logger.error(
+                "Worker %d: graceful timeout (%.1fs) exceeded; cancelling %d request(s)",
+                os.getpid(),
+                server.graceful,
+                len(state.tasks),
+            )
+        for task in list(state.tasks):
+            task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
+        await asyncio.sleep(0)
+    for connection in list(state.connections):
+        connection.shutdown()
+    if not server.force_exit:
+        await server.lifespan.shutdown()
+    server.send_heartbeat()  # final counts, so the supervisor's totals never lose requests
+
+
+async def _serve_the_accept_queue(
+    server: WorkerServer, listeners: list[socket.socket], deadline: float
+) -> None:
+    """No sibling will accept after us: take what is queued before closing the listeners."""
+    loop = asyncio.get_running_loop()
+    while queued_connections(listeners) and loop.time() < deadline and not server.force_exit:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+
+async def _finish_open_work(server: WorkerServer, deadline: float) -> None:
+    loop = asyncio.get_running_loop()
+    state = server.server_state
+    idle_close_at = loop.time() + min(server.idle_grace, server.graceful)
+    for connection in list(state.connections):
+        if not is_idle(connection):
+            connection.shutdown()  # finish the current response, then close
+    idle_closed = False
+    next_beat = loop.time() + BEAT_SECONDS
+    while (state.connections or state.tasks) and not server.force_exit:
+        now = loop.time()
+        if now >= deadline:
+            break
+        if not idle_closed and now >= idle_close_at:
+            idle_closed = True
+            for connection in list(state.connections):
+                if is_idle(connection):
+                    connection.shutdown()
+        if now >= next_beat:
+            next_beat = now + BEAT_SECONDS
+            server.send_heartbeat()  # a drain that hangs is caught like a hung worker
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
+
+
+async def _run_drain_hooks(server: WorkerServer) -> None:
+    for hook in server.drain.hooks:
+        try:
+            result = hook()
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, timeout=1.0)
+        except Exception:
+            logger.exception("The application's on_drain hook failed")
+
+
+def is_idle(connection: Any) -> bool:
+    """An HTTP connection between requests (websockets and others are never idle)."""
+    if not hasattr(connection, "cycle"):
+        return False
+    cycle = connection.cycle
+    return cycle is None or bool(cycle.response_complete)

@@ -56,6 +56,11 @@ def run_worker(start: WorkerStart) -> None:
     code = EXIT_ERROR
     try:
         process.reset(start.supervisor_pid, keep=start.fds() - {-1})
+        process.keep_from_children(
+            [*(sock.fileno() for sock in start.listeners), start.channel.fileno(), start.dump_fd]
+        )
+        if start.config.max_memory_hard:
+            process.limit_memory(start.config.max_memory_hard)
         _setup_output(start)
         code = _serve(start, WorkerChannel(start.channel))
     except BaseException:  # the child must never unwind into the supervisor's stack
@@ -114,6 +119,9 @@ def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
         loop_lag_ms=config.slow_request_ms,
     )
     observed.bind(server.server_state)
+    observed.observer.fd_ceiling = server.fd_ceiling
+    observed.observer.on_fd_pressure = server.stop_accepting
+    observed.observer.on_memory_error = lambda: server.ask_recycle("memory-hard")
     try:
         with startup_errors:
             asyncio_run(

@@ -90,6 +90,10 @@ class Observer:
         self._rid_count = 0
         self.block_of: object = None  # the default-header list ``block`` was made from
         self.block = b""
+        # Set by the server: near the open-file limit; an allocation failed (memory-hard).
+        self.fd_ceiling = 0
+        self.on_fd_pressure: Callable[[int], None] | None = None
+        self.on_memory_error: Callable[[], None] | None = None
 
     def default_block(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         """uvicorn's default headers (server, date, --header) as bytes, once per second."""
@@ -223,6 +227,8 @@ class ObservedCycle(RequestResponseCycle):
         try:
             result = await app(self.scope, self.receive, self.send)
         except BaseException as exc:
+            if isinstance(exc, MemoryError) and self.observer.on_memory_error is not None:
+                self.observer.on_memory_error()  # --max-memory-hard: replace this worker
             self.logger.error("Exception in ASGI application\n", exc_info=exc)
             if not self.response_started:
                 await self.send_500_response()
@@ -382,6 +388,14 @@ class ObservedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         self.client_text = client_label(self.client)  # once per connection, not per request
         self.idle_since = perf_counter()  # a new connection must send its request in time
+        observer = self.observer
+        if observer.fd_ceiling:
+            # The kernel hands out the lowest free descriptor: a number this high means
+            # at least this many are open. Cheaper than counting, once per connection.
+            sock = transport.get_extra_info("socket")
+            fd = sock.fileno() if sock is not None else -1
+            if fd >= observer.fd_ceiling and observer.on_fd_pressure is not None:
+                observer.on_fd_pressure(fd)
 
     def data_received(self, data: bytes) -> None:
         self.idle_since = 0.0

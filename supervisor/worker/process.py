@@ -10,13 +10,25 @@ number and receive whatever is written there.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
+import functools
 import os
+import resource
 import signal
+from collections.abc import Iterable
 
 from supervisor.errors import EXIT_OK
 
 PR_SET_PDEATHSIG = 1
+# A drain (SIGTERM) or fast stop (SIGQUIT) that came while the app was still loading:
+# remembered here, honoured by the server as soon as it runs (a clean exit, not a death).
+early_stop: int | None = None
+
+
+def _remember_stop(sig: int, frame: object) -> None:
+    global early_stop
+    early_stop = early_stop or sig
 
 
 def reset(supervisor_pid: int, keep: set[int]) -> None:
@@ -34,6 +46,8 @@ def reset(supervisor_pid: int, keep: set[int]) -> None:
     # Python itself starts with these ignored (EPIPE becomes an exception).
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _remember_stop)
+    signal.signal(signal.SIGQUIT, _remember_stop)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _die_with_parent(supervisor_pid)
     _close_inherited_fds(keep)
@@ -84,3 +98,27 @@ def capture_output(output_fd: int) -> None:
     os.dup2(output_fd, 1)
     os.dup2(output_fd, 2)
     os.close(output_fd)
+
+
+def keep_from_children(fds: Iterable[int]) -> None:
+    """The listeners, the channel and the pipes are the worker's alone: a process the app
+    starts must not keep the port (or the supervisor's pipes) after the worker is gone.
+    Not inherited across exec, and closed in a forked child of the worker."""
+    owned = sorted(set(fds) - {-1})
+    for fd in owned:
+        with contextlib.suppress(OSError):
+            os.set_inheritable(fd, False)
+    os.register_at_fork(after_in_child=functools.partial(_close_all, owned))
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def limit_memory(size: int) -> None:
+    """--max-memory-hard: the kernel refuses the worker's data segment past ``size``
+    (RLIMIT_DATA: an allocation beyond it fails with MemoryError instead of taking the
+    host's memory)."""
+    resource.setrlimit(resource.RLIMIT_DATA, (size, size))

@@ -1,18 +1,18 @@
-"""The worker's uvicorn Server: readiness, event-loop heartbeats and a zero-drop drain.
+"""The worker's uvicorn Server: readiness, event-loop heartbeats, limits it enforces itself.
 
-uvicorn's own shutdown closes idle keep-alive connections at once, racing
-with clients that are about to reuse them: that race is where Gunicorn and
-``uvicorn --workers`` lose requests on every restart. Here a draining worker
-stops accepting, answers the next request on each open connection with
-``Connection: close``, closes connections that stay idle only after a grace
-window, lets in-flight requests and streams finish, and only then exits.
+The drain lives in :mod:`supervisor.worker.drain`; the request path in
+:mod:`supervisor.worker.observe`. This class ties them to uvicorn's Server:
+signals (TERM drains, QUIT is fast), the heartbeat once a second, the
+keep-alive and request-head timeouts, and the open-file limit: near it a
+worker stops accepting (its siblings take the shared queue) and asks to be
+replaced, instead of letting uvloop accept and reset connections it cannot
+serve (``Too many open files``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import inspect
 import logging
 import os
 import resource
@@ -28,6 +28,7 @@ import uvicorn
 
 from supervisor import logs
 from supervisor.channel import Heartbeat, Ready, WorkerChannel
+from supervisor.worker import drain, process
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
 from supervisor.worker.observe import Observer, close_idle, loop_lag_paths
@@ -40,8 +41,7 @@ HEARTBEAT_EVERY_TICKS = 10
 ORPHAN_DRAIN_SECONDS = 1.0
 DRAIN_POLL_SECONDS = 0.05
 TICK_SECONDS = 0.1  # uvicorn's main loop
-FD_WARN_RATIO = 0.9
-FD_CLEAR_RATIO = 0.75
+FD_STOP_RATIO = 0.9  # of RLIMIT_NOFILE: headroom for what in-flight requests still open
 
 
 class WorkerServer(uvicorn.Server):
@@ -74,7 +74,9 @@ class WorkerServer(uvicorn.Server):
         self.loop_lag = (loop_lag_ms or 0) / 1000
         self._last_tick = 0.0
         self.reopen_logs = False
-        self._fd_warned = False
+        self.accepting = True
+        self.recycle: str | None = None  # asked of the supervisor: "fd-limit", "memory-hard"
+        self.fd_ceiling = _fd_ceiling()
         self.boot_started = time.monotonic()
         self.drain_clean = True
         self._awaiting_head_since: dict[Any, float] = {}
@@ -91,6 +93,11 @@ class WorkerServer(uvicorn.Server):
             signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
             signal.SIGUSR1: signal.signal(signal.SIGUSR1, self._handle_usr1),
         }
+        # A stop that came while the app was loading: honoured now, a clean exit.
+        if process.early_stop == signal.SIGTERM:
+            self.should_exit = True
+        elif process.early_stop == signal.SIGQUIT:
+            self.should_exit = self.force_exit = True
         try:
             yield
         finally:
@@ -173,30 +180,35 @@ class WorkerServer(uvicorn.Server):
         )
 
     def _check_fd_headroom(self) -> None:
-        """At the open-file limit the event loop cannot accept (EMFILE) and pauses,
-        silently; new connections wait in the shared backlog. Say so, once."""
+        """Once a second (the protocol also checks each new connection's fd number)."""
         used = _open_fd_count()
-        if used is None:
+        if used is not None and self.fd_ceiling and used >= self.fd_ceiling:
+            self.stop_accepting(used)
+
+    def stop_accepting(self, used: int) -> None:
+        """Near the open-file limit: leave the shared queue to the siblings and ask to be
+        replaced. uvloop, at the limit, accepts and drops connections it cannot serve."""
+        if not self.accepting:
             return
+        self.accepting = False
+        for listening in self.servers:
+            listening.close()
+        self.ask_recycle("fd-limit")
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        if limit == resource.RLIM_INFINITY:
-            return
-        if not self._fd_warned and used >= limit * FD_WARN_RATIO:
-            self._fd_warned = True
-            logger.warning(
-                "Worker %d is at its open-file limit (%d of %d, %d connections): new"
-                " connections wait in the backlog (Too many open files); raise the limit"
-                " (ulimit -n) or lower --max-concurrent / --backlog",
-                os.getpid(),
-                used,
-                limit,
-                len(self.server_state.connections),
-            )
-        elif self._fd_warned and used < limit * FD_CLEAR_RATIO:
-            self._fd_warned = False
-            logger.info(
-                "Worker %d has open files to spare again (%d of %d)", os.getpid(), used, limit
-            )
+        logger.warning(
+            "Worker %d is near its open-file limit (%d of %d, %d connections): it stops"
+            " accepting and will be replaced; raise the limit (ulimit -n) or look for leaked"
+            " files if this repeats",
+            os.getpid(),
+            used,
+            limit,
+            len(self.server_state.connections),
+        )
+
+    def ask_recycle(self, reason: str) -> None:
+        if self.recycle is None:
+            self.recycle = reason
+            self.send_heartbeat()
 
     def _close_stalled_connections(self, now: float) -> None:
         """Slowloris: uvicorn has no request-head timeout, so a client trickling
@@ -232,6 +244,7 @@ class WorkerServer(uvicorn.Server):
                 in_flight=len(state.tasks),
                 connections=len(state.connections),
                 draining=self.drain.draining,
+                recycle=self.recycle,
                 stats=stats,
             )
         )
@@ -239,65 +252,7 @@ class WorkerServer(uvicorn.Server):
     # Drain -----------------------------------------------------------------
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        loop = asyncio.get_running_loop()
-        state = self.server_state
-        self.drain.draining = True
-        logger.info(
-            "Worker %d draining: %d connection(s), %d request(s) in flight",
-            os.getpid(),
-            len(state.connections),
-            len(state.tasks),
-        )
-        for server in self.servers:
-            server.close()
-        for sock in sockets or []:
-            sock.close()
-        await self._run_drain_hooks()
-        self.send_heartbeat()
-
-        graceful = self.graceful
-        deadline = loop.time() + graceful
-        idle_close_at = loop.time() + min(self.idle_grace, graceful)
-        for connection in list(state.connections):
-            if not _is_idle(connection):
-                connection.shutdown()  # finish the current response, then close
-        idle_closed = False
-        while (state.connections or state.tasks) and not self.force_exit:
-            now = loop.time()
-            if now >= deadline:
-                break
-            if not idle_closed and now >= idle_close_at:
-                idle_closed = True
-                for connection in list(state.connections):
-                    if _is_idle(connection):
-                        connection.shutdown()
-            await asyncio.sleep(DRAIN_POLL_SECONDS)
-
-        if state.tasks and not self.force_exit:
-            self.drain_clean = False
-            logger.error(
-                "Worker %d: graceful timeout (%.1fs) exceeded; cancelling %d request(s)",
-                os.getpid(),
-                graceful,
-                len(state.tasks),
-            )
-            for task in list(state.tasks):
-                task.cancel(msg="Task cancelled, timeout graceful shutdown exceeded")
-            await asyncio.sleep(0)
-        for connection in list(state.connections):
-            connection.shutdown()
-        if not self.force_exit:
-            await self.lifespan.shutdown()
-        self.send_heartbeat()  # final counts, so the supervisor's totals never lose requests
-
-    async def _run_drain_hooks(self) -> None:
-        for hook in self.drain.hooks:
-            try:
-                result = hook()
-                if inspect.isawaitable(result):
-                    await asyncio.wait_for(result, timeout=1.0)
-            except Exception:
-                logger.exception("The application's on_drain hook failed")
+        await drain.drain(self, sockets or [])
 
 
 def _awaiting_request_head(connection: Any) -> bool:
@@ -316,6 +271,11 @@ def _awaiting_request_head(connection: Any) -> bool:
     return cycle is None or bool(cycle.response_complete)
 
 
+def _fd_ceiling() -> int:
+    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 0 if limit == resource.RLIM_INFINITY else int(limit * FD_STOP_RATIO)
+
+
 def _open_fd_count() -> int | None:
     try:
         return len(os.listdir("/proc/self/fd"))
@@ -323,11 +283,3 @@ def _open_fd_count() -> int | None:
         if exc.errno == errno.EMFILE:  # listing needs a descriptor too: we are at the limit
             return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return None
-
-
-def _is_idle(connection: Any) -> bool:
-    """An HTTP connection between requests (websockets and others are never idle)."""
-    if not hasattr(connection, "cycle"):
-        return False
-    cycle = connection.cycle
-    return cycle is None or bool(cycle.response_complete)

@@ -269,7 +269,7 @@ def test_no_access_line_is_lost_when_the_log_reader_stops(tmp_path: Path) -> Non
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    total = 6000
+    total = 9000  # ~850 KB of lines: well past two workers' 256 KiB buffers and the pipe
     try:
         wait_for(lambda: b"".join(chunks).count(b" serving ") >= 2, 15, message="2 workers")
         reading.clear()  # the log reader stops

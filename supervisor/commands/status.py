@@ -1,0 +1,40 @@
+"""`python -m supervisor status`: the worker table a person reads."""
+
+from __future__ import annotations
+
+from supervisor.commands.wire import Status
+from supervisor.config import format_size
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def render(status: Status) -> str:
+    lines = [
+        f"supervisor {status.pid}  app {status.app}  instance {status.instance_id}  "
+        f"up {_age(status.uptime_s)}  workers {status.totals.workers}/{status.target_workers}"
+        f"  generation {status.generation}"
+        + (f"  STOPPING ({status.stopping})" if status.stopping else ""),
+        "",
+        f"{'PID':>8}  {'GEN':>3}  {'STATE':<9}  {'AGE':>7}  {'REQUESTS':>9}  {'IN-FLIGHT':>9}  "
+        f"{'RSS':>10}  NOTE",
+    ]
+    for w in status.workers:
+        note = f"retiring: {w.retiring}" if w.retiring else ""
+        lines.append(
+            f"{w.pid:>8}  {w.generation:>3}  {w.state:<9}  {_age(w.age_s):>7}  {w.requests:>9}  "
+            f"{w.in_flight:>9}  {format_size(w.rss_bytes):>10}  {note}".rstrip()
+        )
+    restarts = ", ".join(f"{k} {v}" for k, v in status.totals.restarts.items()) or "none"
+    lines += [
+        "",
+        f"total: {status.totals.requests} requests served, {status.totals.in_flight} in flight, "
+        f"RSS {format_size(status.totals.rss_bytes)}; restarts: {restarts}",
+    ]
+    return "\n".join(lines)
