@@ -154,7 +154,10 @@ def check(
             )
             actions.append(Kill(worker.pid, Reason.TIMEOUT, why, dump=True))
         elif not stalled and boot_overdue(worker, now, limits.timeout_boot):
-            why = f"did not start serving within {limits.timeout_boot:g}s (--timeout-boot); killing it"
+            why = (
+                f"did not start serving within {limits.timeout_boot:g}s (--timeout-boot);"
+                " killing it"
+            )
             actions.append(Kill(worker.pid, Reason.BOOT_TIMEOUT, why))
         elif worker.drain_deadline is not None and now > worker.drain_deadline:
             why = (

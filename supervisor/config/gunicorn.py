@@ -206,6 +206,8 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "asgi_lifespan": lambda v: {"lifespan": v},
     "root_path": lambda v: {"root_path": v},
     "access_log_format": lambda v: {"access_log_format": str(v)},
+    "logconfig_dict": lambda v: {"log_config_dict": dict(v)} if v else {},
+    "logconfig": lambda v: {"log_config": str(v)} if v else {},
 }
 
 

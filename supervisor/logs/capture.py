@@ -75,11 +75,27 @@ class LogStream(io.TextIOBase):
             self._emit(line)
 
     def _emit(self, line: str) -> None:
+        # Straight to our own handler, not through the logger tree: a handler the app put
+        # there may write to sys.stderr again from another thread (Litestar's queue
+        # listener), which would loop for ever, one record chasing the next.
+        record = self._logger.makeRecord(
+            self._logger.name, self._level, "(stream)", 0, "%s", (line.rstrip("\r"),), None
+        )
         self._busy = True
         try:
-            self._logger.log(self._level, "%s", line.rstrip("\r"))
+            direct = _our_handler()
+            if direct is not None:
+                direct.handle(record)
+            else:
+                self._logger.handle(record)
         finally:
             self._busy = False
+
+
+def _our_handler() -> logging.Handler | None:
+    from supervisor.logs.handlers import state  # noqa: PLC0415 - handlers imports nothing of ours
+
+    return state.handler
 
 
 class PipeLines:

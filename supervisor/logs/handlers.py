@@ -162,6 +162,7 @@ def install(
         state.handler = SinkHandler(state.main, formatter, skip_seen=True)
         for sink in sinks():
             sink.stall_note = _stall_note
+        adopt_from_now_on()
         # Replace without closing: the old handlers' streams are not ours to close.
         root.handlers = [state.handler]
         root.setLevel(LEVELS[level])
@@ -238,6 +239,22 @@ def _stall_note() -> bytes:
     return ((formatter or logging.Formatter()).format(record) + "\n").encode("utf-8", "replace")
 
 
+_original_add_handler = logging.Logger.addHandler
+
+
+def _add_handler_and_adopt(self: logging.Logger, handler: logging.Handler) -> None:
+    _original_add_handler(self, handler)
+    ours = state.handler
+    if ours is not None and not state.user_config and handler is not ours:
+        _adopt_console_handlers(self, ours)
+
+
+def adopt_from_now_on() -> None:
+    """A console handler an app adds later (in its lifespan, on first use) is adopted the
+    moment it is added, so no record it handles in between comes out in the wrong shape."""
+    logging.Logger.addHandler = _add_handler_and_adopt  # type: ignore[method-assign,assignment]
+
+
 def adopt_app_logging() -> None:
     """After the app configured logging (import, startup): one record, one line, our format."""
     if state.user_config or state.handler is None:
@@ -255,12 +272,20 @@ def adopt_app_logging() -> None:
     if ours not in root.handlers and not state.warned_root:
         state.warned_root = True
         if not any(isinstance(h, AdoptedHandler) for h in root.handlers):
-            logger.warning(
+            names = ", ".join(type(h).__name__ for h in root.handlers) or "none"
+            record = logger.makeRecord(
+                logger.name,
+                logging.WARNING,
+                __file__,
+                0,
                 "The application replaced the root logger's handlers (%s): its records do not"
                 " use --log-format; configure it to leave the root logger alone (Litestar:"
-                " LoggingConfig(configure_root_logger=False)), or pass --log-config",
-                ", ".join(type(h).__name__ for h in root.handlers) or "none",
+                ' LoggingConfig(configure_root_logger=False, loggers={"litestar":'
+                ' {"propagate": True}})), or pass --log-config',
+                (names,),
+                None,
             )
+            ours.handle(record)  # in our format, whatever the app put on the root logger
 
 
 def _adopt_console_handlers(target: logging.Logger, ours: SinkHandler) -> None:

@@ -264,18 +264,6 @@ def test_starlette_json_records_once_after_basicconfig_force_in_lifespan(
     assert_one_access_record_each(run, records)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "supervisor/worker/server.py WorkerServer.startup adopts the app's console handlers"
-        " only after the lifespan startup has finished: a record logged in between (the"
-        " app's own, and uvicorn's 'Application startup complete.') is written by the app's"
-        " un-adopted StreamHandler to sys.stderr, a LogStream, which logs it again as a"
-        " 'stderr' record through the same handler; LogStream's _busy guard then writes it"
-        " raw to fd 2, and it comes out as one 'output' record holding the text twice"
-        " formatted ('STARLETTETEXT WARNING stderr STARLETTETEXT INFO uvicorn.error ...')"
-    ),
-)
 def test_starlette_records_logged_during_lifespan_startup_keep_their_logger(
     start_supervisor: StartSupervisor,
 ) -> None:

@@ -16,17 +16,6 @@ from tests.conftest import StartSupervisor
 from tests.supervisor_process import wait_for
 
 FORMAT = "FILECONF %(process)d %(name)s %(message)s"
-XFAIL_GUNICORN_NAMES = pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "supervisor/config_file.py translate() has no converter for gunicorn's logconfig_dict"
-        " and logconfig (Config names them log_config_dict and log_config), so a gunicorn"
-        " config file's logging config is dropped with 'ignoring settings it does not"
-        " support: logconfig...' and our own handlers stay; fix: add"
-        ' "logconfig_dict": lambda v: {"log_config_dict": v} and'
-        ' "logconfig": lambda v: {"log_config": str(v)} to CONVERTERS'
-    ),
-)
 
 
 def dict_config(log_file: Path) -> str:
@@ -62,8 +51,8 @@ def ini_config(tmp_path: Path, log_file: Path) -> Path:
     "setting",
     [
         pytest.param("log_config_dict", id="our-name"),
-        pytest.param("logconfig_dict", id="gunicorn-logconfig_dict", marks=XFAIL_GUNICORN_NAMES),
-        pytest.param("logconfig", id="gunicorn-logconfig", marks=XFAIL_GUNICORN_NAMES),
+        pytest.param("logconfig_dict", id="gunicorn-logconfig_dict"),
+        pytest.param("logconfig", id="gunicorn-logconfig"),
     ],
 )
 def test_config_file_logging_config_rules_in_the_supervisor_and_every_worker(
