@@ -60,6 +60,7 @@ RENAMED = {
     "timeout_worker_healthcheck": "timeout_worker",
 }
 _DEFAULT_LOG_CONFIG = object()
+_NOT_SETTINGS = frozenset({"app", "options", "interface", "http2", "log_config"})
 
 
 def run(
@@ -102,51 +103,18 @@ def run(
 ) -> None:
     """Run ``app`` under the supervisor until it is stopped (SIGTERM, SIGINT, SIGQUIT).
 
-    ``app`` is an import string ("app.main:app") or the ASGI app itself. An
-    object works with any number of workers: the forked workers share it, as
-    with ``--preload`` (so a SIGHUP restart does not reload its code).
-    Returns when the supervisor stopped cleanly; otherwise raises
-    :class:`SystemExit` with the CLI's exit code (3 worker boot failure,
-    4 app load failure, 1 other), as ``uvicorn.run`` does on startup failure.
+    ``app`` is an import string ("app.main:app") or the ASGI app itself (the forked
+    workers share it, as with ``--preload``: a SIGHUP does not reload its code).
+    Returns when the supervisor stopped cleanly; otherwise raises SystemExit with the
+    CLI's exit code (3 worker boot failure, 4 app load failure, 1 other), as uvicorn.run.
     """
+    # Every named parameter is a uvicorn setting; ``options`` holds ours (max_memory...).
+    settings = {name: value for name, value in locals().items() if name not in _NOT_SETTINGS}
+    if env_file is not None:
+        settings["env_file"] = os.fspath(env_file)
     if log_config is not _DEFAULT_LOG_CONFIG and log_config is not None:
         options["log_config"] = log_config
-    settings = {
-        "host": host,
-        "port": port,
-        "uds": uds,
-        "fd": fd,
-        "workers": workers,
-        "loop": loop,
-        "http": http,
-        "ws": ws,
-        "lifespan": lifespan,
-        "env_file": os.fspath(env_file) if env_file is not None else None,
-        "log_level": log_level,
-        "access_log": access_log,
-        "proxy_headers": proxy_headers,
-        "server_header": server_header,
-        "date_header": date_header,
-        "forwarded_allow_ips": forwarded_allow_ips,
-        "root_path": root_path,
-        "backlog": backlog,
-        "timeout_keep_alive": timeout_keep_alive,
-        "timeout_graceful_shutdown": timeout_graceful_shutdown,
-        "limit_max_requests": limit_max_requests,
-        "limit_max_requests_jitter": limit_max_requests_jitter,
-        "limit_concurrency": limit_concurrency,
-        "reload": reload,
-        "reload_dirs": reload_dirs,
-        "reload_includes": reload_includes,
-        "reload_excludes": reload_excludes,
-        "reload_delay": reload_delay,
-        "app_dir": app_dir,
-        "factory": factory,
-    }
-    if interface not in ("auto", "asgi3", "asgi2"):
-        raise ConfigError(f'interface="{interface}" is not supported: the app must be ASGI.')
-    if http2:
-        raise ConfigError("http2=True is not supported: Uvicorn workers speak HTTP/1.1.")
+    _refuse_interface(interface, http2)
     config, app_object = build_config(app, {**settings, **options})
 
     from supervisor.arbiter.runner import run_config  # noqa: PLC0415 - imports uvicorn and anyio
@@ -154,6 +122,13 @@ def run(
     code = run_config(config, app=app_object)
     if code:
         raise SystemExit(code)
+
+
+def _refuse_interface(interface: str, http2: bool) -> None:
+    if interface not in ("auto", "asgi3", "asgi2"):
+        raise ConfigError(f'interface="{interface}" is not supported: the app must be ASGI.')
+    if http2:
+        raise ConfigError("http2=True is not supported: Uvicorn workers speak HTTP/1.1.")
 
 
 def build_config(app: Any, settings: dict[str, Any]) -> tuple[Config, Any | None]:

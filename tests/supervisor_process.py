@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 T = TypeVar("T")
 
 _SERVING = re.compile(r"Worker (\d+) serving")
-_GONE = re.compile(r"Worker (\d+) (?:stopped|died|failed to boot)")
+_GONE = re.compile(r"Worker (\d+) (?:stopped|died|failed to boot|exited on its own)")
 
 
 def free_port() -> int:

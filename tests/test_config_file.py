@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from supervisor.arbiter.hooks import ServerHandle, WorkerHandle
-from supervisor.config import cli, make_config
+from supervisor.config import cli, cmdargs, make_config
 from supervisor.config import gunicorn as config_file
 from supervisor.errors import ConfigError
 from tests.conftest import StartSupervisor
@@ -291,7 +291,7 @@ def test_gunicorn_cmd_args_are_translated() -> None:
         " --timeout 0 --chdir /srv --reuse-port --graceful-timeout 5"
     }
     export: dict[str, str] = {}
-    args, warnings = config_file.cmd_args(environ, export=export)
+    args, warnings = cmdargs.cmd_args(environ, export=export)
     assert args == [
         "--bind=0.0.0.0:80",
         "-w",
@@ -320,13 +320,13 @@ def test_gunicorn_cmd_args_are_translated() -> None:
 
 def test_supervisor_cmd_args_win_over_gunicorn_cmd_args() -> None:
     environ = {"GUNICORN_CMD_ARGS": "-w 4", "SUPERVISOR_CMD_ARGS": "-w 2"}
-    assert config_file.cmd_args(environ, export={}) == (["-w", "2"], [])
-    assert config_file.cmd_args({}, export={}) == ([], [])
+    assert cmdargs.cmd_args(environ, export={}) == (["-w", "2"], [])
+    assert cmdargs.cmd_args({}, export={}) == ([], [])
 
 
 def test_gunicorn_cmd_args_refuse_a_wsgi_worker() -> None:
     with pytest.raises(ConfigError, match="GUNICORN_CMD_ARGS: -k gevent"):
-        config_file.cmd_args({"GUNICORN_CMD_ARGS": "-k gevent"}, export={})
+        cmdargs.cmd_args({"GUNICORN_CMD_ARGS": "-k gevent"}, export={})
 
 
 # The real thing -----------------------------------------------------------------------
@@ -379,7 +379,7 @@ def test_config_file_runs_the_supervisor_with_hooks_at_their_moments(
 
 def test_gunicorn_spellings_on_the_command_line() -> None:
     export: dict[str, str] = {}
-    args, warnings = config_file.gunicorn_argv(
+    args, warnings = cmdargs.gunicorn_argv(
         ["-kuvicorn_worker.UvicornWorker", "--access-logfile", "-", "-e", "A=1", "--bogus", "m:a"],
         export=export,
     )

@@ -128,7 +128,8 @@ def test_blocked_event_loop_is_detected_dumped_and_replaced(
     )
     detected_in = time.monotonic() - started
     assert detected_in < 1 + 1.5, f"took {detected_in:.2f}s"
-    log = sup.log()
+    # The stack is logged when the supervisor has reaped the worker, just after.
+    log = wait_for(lambda: "stack dump" in sup.log() and sup.log(), 5, message="stack logged")
     assert f"Worker {blocked_pid} is hung" in log
     assert "in app" in log and "hello.py" in log  # faulthandler's stack dump names the frame
     after = sup.wait_serving(2)

@@ -11,29 +11,28 @@ waits are deadlines checked on the tick.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 import socket
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
 
-from supervisor import __version__, logs
+from supervisor import logs
+from supervisor._version import __version__
 from supervisor.arbiter import actions as act_
-from supervisor.arbiter import outputs, policy
+from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
-from supervisor.arbiter.hooks import Hooks, ServerHandle, WorkerHandle
-from supervisor.arbiter.lifecycle import WorkerRecord
+from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
+from supervisor.arbiter.hooks import Hooks, ServerHandle
+from supervisor.arbiter.lifecycle import Pool, WorkerRecord
 from supervisor.arbiter.probe import RssProbe
 from supervisor.arbiter.spawn import Spawner, SpawnError
-from supervisor.channel import BootFailure, Heartbeat, Message, Ready, read_messages, send_drain
+from supervisor.channel import BootFailure, Heartbeat, Message, Ready
 from supervisor.config import Config
 from supervisor.pool import PoolSnapshot, Reason, StopMode, WorkerState
 from supervisor.system.exits import describe_status, exit_code, reap_children
@@ -42,32 +41,16 @@ logger = logging.getLogger("supervisor")
 
 TICK_SECONDS = 0.5
 STALLED_AFTER = 2.0  # a tick this late: the supervisor itself was not running
-DRAIN_MARGIN = 5.0  # after --timeout-graceful, for lifespan shutdown before SIGKILL
 FAST_STOP_SECONDS = 3.0
-HUNG_KILL_DELAY = 0.2  # time for faulthandler to write the stack before SIGKILL
 
 
 @dataclass
-class Pool:
-    """The workers and what they are reconciled towards."""
+class Runtime:
+    """The event loop's handles, made in :meth:`Arbiter.run`."""
 
-    target: int
-    batch: int
-    generation: int = 1
-    spawned: int = 0  # every fork so far (a hook's worker.age)
-    served: bool = False  # some worker has served since start
-    workers: dict[int, WorkerRecord] = field(default_factory=dict)
-
-    def serving(self) -> list[WorkerRecord]:
-        return [w for w in self.workers.values() if w.state is WorkerState.SERVING]
-
-    def roll(self) -> int:
-        """Mark every live worker for a rolling restart; how many."""
-        self.generation += 1
-        live = [w for w in self.workers.values() if w.live]
-        for worker in live:
-            worker.retiring = Reason.RELOAD
-        return len(live)
+    tasks: TaskGroup | None = None
+    done: anyio.Event | None = None
+    last_tick: float = 0.0
 
 
 class Arbiter:
@@ -84,7 +67,6 @@ class Arbiter:
         on_hup: Any | None = None,
     ) -> None:
         self.config = config
-        self.listeners = listeners
         self.pool = Pool(target=config.workers, batch=config.restart_batch)
         self.books = Books()
         self.backoff = Backoff()
@@ -93,21 +75,18 @@ class Arbiter:
         self.server = server or ServerHandle(config)
         self.server._snapshot = self.snapshot
         self.probe = RssProbe()
+        self.hand = Hand(config.timeout_graceful)
         self.stop_state: policy.StopState | None = None
         self.on_hup = on_hup
-        self.started_at = time.monotonic()
         self.spawner = Spawner(
             config,
             listeners,
             json_logs=logs.state.json,
-            pre_fork=self._pre_fork,
-            post_fork=self._post_fork,
+            hooks=self.hooks,
+            server=self.server,
             app=self.boots.app,
         )
-        self._handle: WorkerHandle | None = None  # the worker being forked, for its hooks
-        self._tg: TaskGroup | None = None
-        self._done: anyio.Event | None = None  # made in run(): it needs the event loop
-        self._last_tick = 0.0
+        self.loop = Runtime()
 
     # The story ---------------------------------------------------------------
 
@@ -125,18 +104,18 @@ class Arbiter:
 
     async def run(self, *sources: Any) -> int:
         """Serve until stopped; ``sources`` are more tasks (control socket, metrics...)."""
-        self._done = anyio.Event()
+        done = self.loop.done = anyio.Event()
+        self.loop.last_tick = time.monotonic()  # a stall before the first tick counts too
         async with anyio.create_task_group() as tg:
-            self._tg = tg
+            self.loop.tasks = self.hand.tasks = tg
             for worker in list(self.pool.workers.values()):
                 self._start_readers(worker)
-            tg.start_soon(signals_.watch, self)
             tg.start_soon(self._tick)
             for source in sources:
                 tg.start_soon(source)
             if not signals_.stop_pending():  # else the signal watcher stops first
                 self.reconcile()
-            await self._done.wait()
+            await done.wait()
             tg.cancel_scope.cancel()
         return self.books.exit_code
 
@@ -165,14 +144,17 @@ class Arbiter:
                 case act_.KeepServing() if worker is not None:
                     worker.retiring = None
                 case act_.Drain(_, reason, last) if worker is not None:
-                    self._drain(worker, reason, last)
+                    self.hand.drain(worker, reason, last)
                 case act_.Leave(_, reason) if worker is not None:
-                    self._leave(worker, reason)
+                    logger.warning(
+                        "Worker %d is draining on its own (a SIGTERM sent to it?); replacing it",
+                        worker.pid,
+                    )
+                    self.hand.leave(worker, reason)
                 case act_.Quit() if worker is not None:
-                    self._leave(worker, worker.leaving or Reason.SHUTDOWN, quiet=True)
-                    self.signal_worker(worker, signal.SIGQUIT)
+                    self.hand.quit(worker)
                 case act_.Kill(_, reason, why, dump) if worker is not None and not worker.killed:
-                    self._kill(worker, reason, why, dump)
+                    self.hand.kill(worker, reason, why, dump)
                 case act_.Count(reason):
                     self.books.count(reason)
                 case act_.Failed():
@@ -188,67 +170,33 @@ class Arbiter:
                     logger.log(level, "%s", message)
                 case act_.Finish():
                     self.hooks.call("on_exit", self.server)
-                    if self._done is not None:
-                        self._done.set()
+                    if self.loop.done is not None:
+                        self.loop.done.set()
 
     # Spawn -------------------------------------------------------------------
 
     def _spawn_one(self) -> bool:
-        self.pool.spawned += 1
-        self._handle = WorkerHandle(self.pool.spawned, self.pool.generation, self.config)
         try:
-            worker = self.spawner.spawn(self.pool.generation)
+            worker, handle = self.spawner.spawn(self.pool.generation)
         except SpawnError as exc:
             logger.error("%s; retrying with backoff", exc)
             self._failed()
             return False
         worker.serves_error = self.boots.reload_error is not None
         self.pool.workers[worker.pid] = worker
-        self._handle.pid = worker.pid
-        self.server.WORKERS[worker.pid] = self._handle
+        self.server.WORKERS[worker.pid] = handle
         logger.info("Booting worker %d (generation %d)", worker.pid, worker.generation)
-        if self._tg is not None:  # else run() starts the readers
+        if self.loop.tasks is not None:  # else run() starts the readers
             self._start_readers(worker)
         return True
 
-    def _pre_fork(self) -> None:
-        self.hooks.call("pre_fork", self.server, self._handle)
-
-    def _post_fork(self) -> None:  # pragma: no cover - in the new worker
-        assert self._handle is not None
-        self._handle.pid = os.getpid()
-        self.hooks.call("post_fork", self.server, self._handle)
-
     def _start_readers(self, worker: WorkerRecord) -> None:
-        assert self._tg is not None
-        self._tg.start_soon(self._read_channel, worker)
+        assert self.loop.tasks is not None
+        self.loop.tasks.start_soon(channels.read, worker, self.on_message, self.reconcile)
         if worker.output is not None:
-            self._tg.start_soon(outputs.read_output, worker)
+            self.loop.tasks.start_soon(outputs.read_output, worker)
 
     # Watch -------------------------------------------------------------------
-
-    async def _read_channel(self, worker: WorkerRecord) -> None:
-        while worker.channel is not None and worker.channel.fileno() >= 0:
-            try:
-                await anyio.wait_readable(worker.channel)
-            except (anyio.ClosedResourceError, OSError):
-                return
-            if not self._drain_channel(worker):
-                return
-            self.reconcile()
-
-    def _drain_channel(self, worker: WorkerRecord) -> bool:
-        """Handle every waiting message; False once the worker's end is closed."""
-        if worker.channel is None:
-            return False
-        messages, eof = read_messages(worker.channel)
-        for message in messages:
-            self.on_message(worker, message)
-        if eof:
-            anyio.notify_closing(worker.channel)
-            worker.channel.close()
-            worker.channel = None
-        return not eof
 
     def on_message(self, worker: WorkerRecord, message: Message) -> None:
         now = time.monotonic()
@@ -282,84 +230,28 @@ class Arbiter:
             self.reconcile()
 
     def on_tick(self, now: float) -> None:
-        late = now - self._last_tick - TICK_SECONDS if self._last_tick else 0.0
-        self._last_tick = now
+        late = now - self.loop.last_tick - TICK_SECONDS
+        self.loop.last_tick = now
         stalled = late > STALLED_AFTER
         if stalled:
-            self._rebaseline(now, late)
+            logger.warning(
+                "The supervisor was paused for %.1fs (SIGSTOP, a frozen VM?); liveness checks"
+                " start again from now",
+                late,
+            )
+            self.pool.rebaseline(now, late)
+            if self.stop_state is not None:
+                fast, deadline = self.stop_state.fast, self.stop_state.deadline + late
+                self.stop_state = policy.StopState(fast, deadline)
         self.probe.measure(self.pool.workers.values(), now)
         workers = list(self.pool.workers.values())
         self.act(policy.check(workers, now, self._checks(), stalled=stalled))
-
-    def _rebaseline(self, now: float, late: float) -> None:
-        """The supervisor was not running for ``late`` seconds: the workers' silence over
-        that time says nothing about them; every check starts again from now."""
-        logger.warning(
-            "The supervisor was paused for %.1fs (SIGSTOP, a frozen VM?); liveness checks"
-            " start again from now",
-            late,
-        )
-        for worker in self.pool.workers.values():
-            worker.last_beat = now
-            if worker.state is WorkerState.BOOTING:
-                worker.started_at += late
-            if worker.drain_deadline is not None:
-                worker.drain_deadline += late
-        if self.stop_state is not None:
-            self.stop_state = policy.StopState(
-                self.stop_state.fast, self.stop_state.deadline + late
-            )
 
     def _checks(self) -> policy.Checks:
         c = self.config
         return policy.Checks(c.timeout_worker, c.timeout_boot, c.max_memory, c.max_memory_total)
 
     # Act ---------------------------------------------------------------------
-
-    def _drain(self, worker: WorkerRecord, reason: Reason, last: bool = False) -> None:
-        if worker.state in (WorkerState.DRAINING, WorkerState.STOPPED):
-            return
-        self._leave(worker, reason, quiet=True)
-        logger.info("Draining worker %d (%s)", worker.pid, reason)
-        if worker.channel is not None:
-            send_drain(worker.channel, last)  # read by the worker when SIGTERM arrives
-        self.signal_worker(worker, signal.SIGTERM)
-
-    def _leave(self, worker: WorkerRecord, reason: Reason, *, quiet: bool = False) -> None:
-        if worker.state is WorkerState.STOPPED:
-            return
-        if not quiet:
-            logger.warning(
-                "Worker %d is draining on its own (a SIGTERM sent to it?); replacing it",
-                worker.pid,
-            )
-        worker.transition(WorkerState.DRAINING)
-        worker.leaving = worker.leaving or reason
-        deadline = time.monotonic() + self.config.timeout_graceful + DRAIN_MARGIN
-        worker.drain_deadline = min(worker.drain_deadline or deadline, deadline)
-
-    def _kill(self, worker: WorkerRecord, reason: Reason, why: str, dump: bool) -> None:
-        """The one place that sends SIGKILL (after SIGABRT for a stack dump)."""
-        if worker.state is not WorkerState.STOPPED:
-            worker.transition(WorkerState.DRAINING)
-        worker.leaving = worker.leaving or reason
-        worker.killed = True
-        if why:
-            logger.error("Worker %d %s", worker.pid, why)
-        if dump and self._tg is not None:
-            self.signal_worker(worker, signal.SIGABRT)
-            self._tg.start_soon(self._signal_later, worker, signal.SIGKILL, HUNG_KILL_DELAY)
-        else:
-            self.signal_worker(worker, signal.SIGKILL)
-
-    async def _signal_later(self, worker: WorkerRecord, sig: int, delay: float) -> None:
-        await anyio.sleep(delay)
-        if worker.state is not WorkerState.STOPPED:
-            self.signal_worker(worker, sig)
-
-    def signal_worker(self, worker: WorkerRecord, sig: int) -> None:
-        with contextlib.suppress(ProcessLookupError):  # already gone: SIGCHLD reaps it
-            os.kill(worker.pid, sig)
 
     def _failed(self) -> None:
         delay = self.backoff.failed(time.monotonic())
@@ -387,7 +279,7 @@ class Arbiter:
 
     def on_exit(self, worker: WorkerRecord, status: int) -> None:
         self.probe.forget(worker.pid)
-        self._drain_channel(worker)
+        channels.drain(worker, self.on_message)
         outputs.relay_output(worker)
         outputs.log_stack_dump(worker)
         worker.transition(WorkerState.STOPPED)
@@ -423,7 +315,7 @@ class Arbiter:
         timeout = FAST_STOP_SECONDS if fast else self.config.timeout_graceful + DRAIN_MARGIN
         self.stop_state = policy.StopState(fast, now + timeout)
         if first:
-            for sock in self.listeners:
+            for sock in self.spawner.listeners:
                 sock.close()  # workers hold their own copies of the listeners
         for worker in list(self.pool.workers.values()):
             if fast:
@@ -445,23 +337,29 @@ class Arbiter:
 
     def snapshot(self) -> PoolSnapshot:
         """The pool as readers see it (status, metrics, hooks)."""
-        now = time.monotonic()
-        stopping = StopMode.RUNNING
-        if self.stop_state is not None:
-            stopping = StopMode.FAST if self.stop_state.fast else StopMode.GRACEFUL
-        workers = sorted(self.pool.workers.values(), key=lambda w: w.started_at)
-        return PoolSnapshot(
-            pid=self.server.pid,
-            version=__version__,
-            app=self.config.app,
-            instance_id=self.config.instance_id or "",
-            uptime_s=round(now - self.started_at, 3),
-            target=self.pool.target,
-            generation=self.pool.generation,
-            stopping=stopping,
-            workers=tuple(w.view(now) for w in workers),
-            restarts=dict(sorted(self.books.restarts.items())),
-            exited_requests=self.books.exited_requests,
-            exited_stats=dict(self.books.exited_stats),
-            boot_failing=self.boots.failing,
-        )
+        return snapshot_of(self)
+
+
+def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:
+    """The pool as readers see it (status, metrics, hooks), from the arbiter's records."""
+    now = time.monotonic()
+    stopping = StopMode.RUNNING
+    if arbiter.stop_state is not None:
+        stopping = StopMode.FAST if arbiter.stop_state.fast else StopMode.GRACEFUL
+    workers = sorted(arbiter.pool.workers.values(), key=lambda w: w.started_at)
+    books = arbiter.books
+    return PoolSnapshot(
+        pid=arbiter.server.pid,
+        version=__version__,
+        app=arbiter.config.app,
+        instance_id=arbiter.config.instance_id or "",
+        uptime_s=round(now - arbiter.pool.started_at, 3),
+        target=arbiter.pool.target,
+        generation=arbiter.pool.generation,
+        stopping=stopping,
+        workers=tuple(w.view(now) for w in workers),
+        restarts=dict(sorted(books.restarts.items())),
+        exited_requests=books.exited_requests,
+        exited_stats=dict(books.exited_stats),
+        boot_failing=arbiter.boots.failing,
+    )

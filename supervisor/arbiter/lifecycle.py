@@ -13,6 +13,7 @@ serves, so capacity never drops. ``leaving`` is set when it starts to drain
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,3 +95,36 @@ class WorkerRecord:
             leaving=self.leaving,
             stats=dict(self.stats),
         )
+
+
+@dataclass
+class Pool:
+    """The workers and what they are reconciled towards."""
+
+    target: int
+    batch: int
+    generation: int = 1
+    served: bool = False  # some worker has served since start
+    started_at: float = field(default_factory=time.monotonic)
+    workers: dict[int, WorkerRecord] = field(default_factory=dict)
+
+    def serving(self) -> list[WorkerRecord]:
+        return [w for w in self.workers.values() if w.state is WorkerState.SERVING]
+
+    def roll(self) -> int:
+        """Mark every live worker for a rolling restart; how many."""
+        self.generation += 1
+        live = [w for w in self.workers.values() if w.live]
+        for worker in live:
+            worker.retiring = Reason.RELOAD
+        return len(live)
+
+    def rebaseline(self, now: float, late: float) -> None:
+        """The supervisor was not running for ``late`` seconds: the workers' silence over
+        that time says nothing about them; every check starts again from now."""
+        for worker in self.workers.values():
+            worker.last_beat = now
+            if worker.state is WorkerState.BOOTING:
+                worker.started_at += late
+            if worker.drain_deadline is not None:
+                worker.drain_deadline += late

@@ -108,7 +108,7 @@ def reopen_logs(arbiter: Arbiter) -> None:
     logs.reopen()
     logger.info("Received SIGUSR1: log files reopened; asking workers to reopen theirs")
     for worker in arbiter.pool.workers.values():
-        arbiter.signal_worker(worker, signal.SIGUSR1)
+        arbiter.hand.signal(worker, signal.SIGUSR1)
     arbiter.hooks.call("reopen_logs", arbiter.server)
 
 

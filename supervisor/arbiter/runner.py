@@ -9,13 +9,15 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
-from supervisor import __version__, logs
-from supervisor.arbiter import operations
+from supervisor import logs
+from supervisor._version import __version__
+from supervisor.arbiter import operations, signals
 from supervisor.arbiter.arbiter import Arbiter
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.config import Config, format_size, replace
@@ -164,6 +166,20 @@ def prepare(config: Config) -> Config:
     return config
 
 
+@dataclass
+class Started:
+    """What the start-up made, before the first fork."""
+
+    env_file: EnvFile
+    listeners: list[socket.socket] = field(default_factory=list)
+    metrics_listener: socket.socket | None = None
+    pid_file: pidfile.PidFile | None = None
+    preloaded: Any | None = None
+
+    def sockets(self) -> list[socket.socket]:
+        return [*self.listeners, *([self.metrics_listener] if self.metrics_listener else [])]
+
+
 def run_config(
     config: Config, *, invocation: Invocation | None = None, app: Any | None = None
 ) -> int:
@@ -179,56 +195,65 @@ def run_config(
         return exc.exit_code
     for warning in invocation.warnings if invocation else ():
         logger.warning("%s", warning)
-    env_file = EnvFile(config.env_file)
-    listeners: list[socket.socket] = []
-    metrics_listener: socket.socket | None = None
-    pid_file: pidfile.PidFile | None = None
+    started = Started(EnvFile(config.env_file))
     try:
-        check_workers(config)
-        # Before any socket: a second supervisor on the same --pid says so, not "port in use".
-        pid_file = pidfile.acquire(config.pid) if config.pid else None
-        control.check_chosen_place(config)
-        env_file.load()
-        app_dir = str(Path(config.app_dir).resolve())
-        if app_dir not in sys.path:
-            sys.path.insert(0, app_dir)
-        listeners = open_listeners(config)
-        if config.metrics_bind:
-            metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
-        preloaded = app if app is not None else (preload_app(config) if config.preload else None)
-        if preloaded is not None:
-            logs.adopt_app_logging()  # its import may have run dictConfig
+        _start(config, started, app)
     except BaseException as exc:  # whatever ends the start: leave nothing behind
-        for sock in [*listeners, *([metrics_listener] if metrics_listener else [])]:
+        for sock in started.sockets():
             sock.close()
-        _cleanup(config, pid_file)
+        _cleanup(config, started.pid_file)
         if not isinstance(exc, SupervisorError):
             raise
         logger.error("%s", exc)
         return exc.exit_code
+    _log_start(config, started.listeners)
+    try:
+        code = _serve(config, started, invocation)
+    finally:
+        _cleanup(config, started.pid_file)
+    logger.info("Supervisor %d stopped (exit code %d)", os.getpid(), code)
+    return code
 
-    _log_start(config, listeners)
+
+def _start(config: Config, started: Started, app: Any | None) -> None:
+    check_workers(config)
+    # Before any socket: a second supervisor on the same --pid says so, not "port in use".
+    started.pid_file = pidfile.acquire(config.pid) if config.pid else None
+    control.check_chosen_place(config)
+    started.env_file.load()
+    app_dir = str(Path(config.app_dir).resolve())
+    if app_dir not in sys.path:
+        sys.path.insert(0, app_dir)
+    started.listeners = open_listeners(config)
+    if config.metrics_bind:
+        started.metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
+    started.preloaded = app if app is not None else preload_app(config) if config.preload else None
+    if started.preloaded is not None:
+        logs.adopt_app_logging()  # its import may have run dictConfig
+
+
+def _serve(config: Config, started: Started, invocation: Invocation | None) -> int:
     hooks = Hooks(invocation.hooks if invocation else None)
     server = ServerHandle(config)
     hooks.call("on_starting", server)
 
     def on_hup(server: ServerHandle) -> None:
         try:
-            env_file.load()
+            started.env_file.load()
         except ConfigError as exc:
             logger.error("Reload: %s Keeping the previous environment.", exc)
         hooks.call("on_reload", server)
 
     arbiter = Arbiter(
-        config, listeners, preloaded_app=preloaded, hooks=hooks, server=server, on_hup=on_hup
+        config,
+        started.listeners,
+        preloaded_app=started.preloaded,
+        hooks=hooks,
+        server=server,
+        on_hup=on_hup,
     )
-    try:
-        arbiter.start()
-        code = anyio.run(arbiter.run, *_sources(config, arbiter, metrics_listener))
-    finally:
-        _cleanup(config, pid_file)
-    logger.info("Supervisor %d stopped (exit code %d)", os.getpid(), code)
-    return code
+    arbiter.start()
+    return anyio.run(arbiter.run, *_sources(config, arbiter, started.metrics_listener))
 
 
 class _Commands:
@@ -262,8 +287,10 @@ class _Commands:
 def _sources(
     config: Config, arbiter: Arbiter, metrics_listener: socket.socket | None
 ) -> list[Callable[[], Awaitable[None]]]:
-    """The event sources beside signals and the tick: --reload, the two endpoints."""
-    sources: list[Callable[[], Awaitable[None]]] = []
+    """The event sources beside the tick: signals, --reload, the two endpoints."""
+    sources: list[Callable[[], Awaitable[None]]] = [
+        functools.partial(signals.watch, functools.partial(operations.on_signal, arbiter))
+    ]
     if config.reload:
 
         def on_change(paths: list[str]) -> None:

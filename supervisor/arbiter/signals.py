@@ -9,14 +9,11 @@ every signal as it comes, by :func:`supervisor.arbiter.operations.on_signal`.
 from __future__ import annotations
 
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import anyio
 
 from supervisor.system import early_signals
-
-if TYPE_CHECKING:
-    from supervisor.arbiter.arbiter import Arbiter
 
 HANDLED_SIGNALS = (
     signal.SIGTERM,
@@ -47,15 +44,14 @@ def stop_pending() -> bool:
     return bool(early_signals.STOP_SIGNALS.intersection(_remembered))
 
 
-async def watch(arbiter: Arbiter) -> None:
-    from supervisor.arbiter.operations import on_signal  # noqa: PLC0415 - operations imports us
-
+async def watch(on_signal: Callable[[int], None]) -> None:
+    """Every signal, as it comes, to ``on_signal`` on the loop (the arbiter's operations)."""
     with anyio.open_signal_receiver(*HANDLED_SIGNALS) as signals:
         # Signals that came before this receiver existed (a fast SIGTERM, a worker's
         # early exit) were only remembered; handle them now, in order.
         early = [*_remembered, signal.SIGCHLD]
         _remembered.clear()
         for sig in early:
-            on_signal(arbiter, sig)
+            on_signal(sig)
         async for sig in signals:
-            on_signal(arbiter, sig)
+            on_signal(sig)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from supervisor.arbiter import policy
+from supervisor.arbiter.hooks import Hooks, ServerHandle, WorkerHandle
 from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.channel import make_pair
 from supervisor.config import Config
@@ -31,6 +32,7 @@ logger = logging.getLogger("supervisor")
 WORKER_MODULES = (
     "supervisor.worker.main",
     "supervisor.worker.assemble",
+    "supervisor.worker.protocol",
     "uvicorn.config",
     "uvicorn.middleware.proxy_headers",
 )
@@ -62,18 +64,19 @@ class Spawner:
         listeners: list[socket.socket],
         *,
         json_logs: bool,
-        pre_fork: Callable[[], None],
-        post_fork: Callable[[], None],
+        hooks: Hooks,
+        server: ServerHandle,
         app: Callable[[], Any | None],
     ) -> None:
         self.config = config
         self.listeners = listeners
         self.json_logs = json_logs
-        self.pre_fork = pre_fork
-        self.post_fork = post_fork
+        self.hooks = hooks
+        self.server = server
         self.app = app  # what a new worker serves: the preloaded app, an error page, or None
         self.supervisor_pid = os.getpid()
         self.rng = random.Random()
+        self.spawned = 0  # every fork so far: a hook's worker.age
 
     def warm_up(self) -> None:
         """Import the worker's stack before forking (see the module docstring)."""
@@ -93,8 +96,11 @@ class Spawner:
                 with contextlib.suppress(ImportError):
                     importlib.import_module(target.partition(":")[0])
 
-    def spawn(self, generation: int) -> WorkerRecord:
+    def spawn(self, generation: int) -> tuple[WorkerRecord, WorkerHandle]:
+        """Fork one worker: its record, and the ``worker`` object its hooks got."""
         config = self.config
+        self.spawned += 1
+        handle = WorkerHandle(self.spawned, generation, config)
         limits = policy.worker_limits(
             config.max_requests,
             config.max_requests_jitter,
@@ -110,7 +116,7 @@ class Spawner:
         parent_end, child_end = make_pair()
         dump_r, dump_w = os.pipe()
         output_r, output_w = os.pipe() if self.json_logs else (-1, -1)
-        self.pre_fork()
+        self.hooks.call("pre_fork", self.server, handle)
         mask = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
         try:
             pid = os.fork()
@@ -121,48 +127,71 @@ class Spawner:
             _close_fds(dump_r, dump_w, output_r, output_w)
             raise SpawnError(f"Cannot fork a worker ({exc.strerror or exc})") from exc
         if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
-            from supervisor.worker import WorkerStart, run_worker  # noqa: PLC0415 - warmed up
+            from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
 
             parent_end.close()
-            self.post_fork()
-            run_worker(
-                WorkerStart(
-                    config,
-                    listeners,
-                    child_end,
-                    self.supervisor_pid,
-                    self.app(),
-                    max_requests=limits.max_requests,
-                    dump_fd=dump_w,
-                    output_fd=output_w,
-                )
+            handle.pid = os.getpid()
+            self.hooks.call("post_fork", self.server, handle)
+            start = WorkerStart(
+                config,
+                listeners,
+                child_end,
+                self.supervisor_pid,
+                self.app(),
+                max_requests=limits.max_requests,
+                dump_fd=dump_w,
+                output_fd=output_w,
             )
+            _become_worker(start)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         _close_fds(dump_w, output_w)
-        os.set_blocking(dump_r, False)
         for sock in own:  # the worker's own accept queue dies with the worker
             sock.close()
-        now = time.monotonic()
-        worker = WorkerRecord(
-            pid=pid,
-            generation=generation,
-            started_at=now,
-            channel=parent_end,
-            max_requests=limits.max_requests,
-            max_lifetime=limits.max_lifetime,
-            last_beat=now,
-            dump_fd=dump_r,
+        handle.pid = pid
+        worker = _record(
+            pid, generation, limits=limits, channel=parent_end, dump_fd=dump_r, output_fd=output_r
         )
-        if output_r >= 0:
-            os.set_blocking(output_r, False)
-            worker.output = capture.PipeLines(output_r)
-        return worker
+        return worker, handle
 
     def _listeners(self) -> list[socket.socket]:
         if not self.config.reuse_port:
             return self.listeners
         return sockets.per_worker_listeners(self.listeners, self.config.backlog)
+
+
+def _record(
+    pid: int,
+    generation: int,
+    *,
+    limits: policy.WorkerLimits,
+    channel: socket.socket,
+    dump_fd: int,
+    output_fd: int,
+) -> WorkerRecord:
+    """The supervisor's record of a worker it just forked (it holds the pipes' read ends)."""
+    now = time.monotonic()
+    os.set_blocking(dump_fd, False)
+    worker = WorkerRecord(
+        pid=pid,
+        generation=generation,
+        started_at=now,
+        channel=channel,
+        max_requests=limits.max_requests,
+        max_lifetime=limits.max_lifetime,
+        last_beat=now,
+        dump_fd=dump_fd,
+    )
+    if output_fd >= 0:
+        os.set_blocking(output_fd, False)
+        worker.output = capture.PipeLines(output_fd)
+    return worker
+
+
+def _become_worker(start: Any) -> None:  # pragma: no cover - in the child; never returns
+    from supervisor.worker import run_worker  # noqa: PLC0415 - warmed up
+
+    run_worker(start)
 
 
 def _close_fds(*fds: int) -> None:

@@ -30,11 +30,12 @@ class Invocation(NamedTuple):
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
+    from supervisor.config import cmdargs  # noqa: PLC0415
     from supervisor.config import gunicorn as config_file_module  # noqa: PLC0415
 
     parser = build_parser()
-    extra, env_warnings = config_file_module.cmd_args(environ)
-    args, argv_warnings = config_file_module.gunicorn_argv(argv)
+    extra, env_warnings = cmdargs.cmd_args(environ)
+    args, argv_warnings = cmdargs.gunicorn_argv(argv)
     namespace = vars(parser.parse_args([*extra, *args]))
     config_file = namespace.pop("config_file", None) or environ.get(ENV_PREFIX + "CONFIG")
     file_settings: dict[str, Any] = {}

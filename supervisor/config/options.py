@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Mapping
 from typing import Any, NamedTuple, NoReturn
 
-from supervisor import __version__
+from supervisor._version import __version__
 from supervisor.config.model import BOOL_FIELDS, ENV_PREFIX, LIST_FIELDS
 from supervisor.errors import EXIT_USAGE, ConfigError
 

@@ -1,7 +1,7 @@
 """Putting a worker's request path together: the app, the observer, the protocol.
 
 With httptools (uvicorn's "auto" choice when installed) everything a worker
-adds lives in its protocol (:mod:`supervisor.worker.observe`) and the app is
+adds lives in its protocol (:mod:`supervisor.worker.protocol`) and the app is
 called as it is. Other HTTP implementations get the same features through
 one ASGI layer. Proxy headers for WebSocket scopes always go through
 uvicorn's own ProxyHeadersMiddleware, which the WebSocket protocol runs.
@@ -20,10 +20,12 @@ from supervisor import logs
 from supervisor.config import Config
 from supervisor.system import places
 from supervisor.worker.access import DefaultLine, FormattedLine, JsonLine, LineMaker
+from supervisor.worker.asgi_layer import ObservedApp
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
 from supervisor.worker.guards import trusted_hosts
-from supervisor.worker.observe import ObservedApp, Observer, protocol_class, uses_fast_path
+from supervisor.worker.observer import Observer
+from supervisor.worker.protocol import protocol_class, uses_fast_path
 
 
 @dataclass

@@ -25,10 +25,9 @@ import os
 import socket
 import struct
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from supervisor.worker.server import WorkerServer
+from supervisor.channel import WorkerChannel
 
 logger = logging.getLogger("supervisor.worker")
 
@@ -36,6 +35,22 @@ DRAIN_POLL_SECONDS = 0.05
 BEAT_SECONDS = 1.0
 _TCP_INFO_SIZE = 104
 _UNACKED_AT = 24  # tcp_info.tcpi_unacked (after 8 u8 and 4 u32): a listener's accept queue
+
+
+class Drainable(Protocol):
+    """What a drain needs of the worker's server (supervisor.worker.server.WorkerServer)."""
+
+    channel: WorkerChannel
+    drain: DrainState
+    server_state: Any
+    servers: list[Any]
+    lifespan: Any
+    graceful: float
+    idle_grace: float
+    force_exit: bool
+    drain_clean: bool
+
+    def send_heartbeat(self) -> None: ...
 
 
 class DrainState:
@@ -62,7 +77,7 @@ def queued_connections(listeners: list[socket.socket]) -> int:
     return waiting
 
 
-async def drain(server: WorkerServer, listeners: list[socket.socket]) -> None:
+async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
     """The whole drain of ``server``; returns when it may exit."""
     loop = asyncio.get_running_loop()
     state = server.server_state
@@ -105,7 +120,7 @@ async def drain(server: WorkerServer, listeners: list[socket.socket]) -> None:
 
 
 async def _serve_the_accept_queue(
-    server: WorkerServer, listeners: list[socket.socket], deadline: float
+    server: Drainable, listeners: list[socket.socket], deadline: float
 ) -> None:
     """No sibling will accept after us: take what is queued before closing the listeners."""
     loop = asyncio.get_running_loop()
@@ -113,7 +128,7 @@ async def _serve_the_accept_queue(
         await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
-async def _finish_open_work(server: WorkerServer, deadline: float) -> None:
+async def _finish_open_work(server: Drainable, deadline: float) -> None:
     loop = asyncio.get_running_loop()
     state = server.server_state
     idle_close_at = loop.time() + min(server.idle_grace, server.graceful)
@@ -137,7 +152,7 @@ async def _finish_open_work(server: WorkerServer, deadline: float) -> None:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
-async def _run_drain_hooks(server: WorkerServer) -> None:
+async def _run_drain_hooks(server: Drainable) -> None:
     for hook in server.drain.hooks:
         try:
             result = hook()

@@ -166,7 +166,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         lifespan=config.lifespan,
         log_config=None,
         log_level=config.log_level,
-        # Access lines are ours (supervisor.worker.observe); False here would make uvicorn
+        # Access lines are ours (supervisor.worker.protocol); False here would make uvicorn
         # cut "uvicorn.access" off from the handlers of a --log-config.
         access_log=True,
         proxy_headers=False,

@@ -16,6 +16,7 @@ import functools
 import os
 import resource
 import signal
+import socket
 from collections.abc import Iterable
 
 from supervisor.errors import EXIT_OK
@@ -115,6 +116,26 @@ def _close_all(fds: list[int]) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+    # uvloop serves on its own duplicate of each listener: close every listening socket.
+    with contextlib.suppress(OSError):
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if _is_listening(fd):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _is_listening(fd: int) -> bool:
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError:
+        return False  # not a socket
+    try:
+        return bool(sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN))
+    except OSError:
+        return False
+    finally:
+        sock.detach()  # the descriptor is not ours to close here
 
 
 def limit_memory(size: int) -> None:

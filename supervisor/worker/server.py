@@ -1,7 +1,7 @@
 """The worker's uvicorn Server: readiness, event-loop heartbeats, limits it enforces itself.
 
 The drain lives in :mod:`supervisor.worker.drain`; the request path in
-:mod:`supervisor.worker.observe`. This class ties them to uvicorn's Server:
+:mod:`supervisor.worker.protocol`. This class ties them to uvicorn's Server:
 signals (TERM drains, QUIT is fast), the heartbeat once a second, the
 keep-alive and request-head timeouts, and the open-file limit: near it a
 worker stops accepting (its siblings take the shared queue) and asks to be
@@ -31,7 +31,7 @@ from supervisor.channel import Heartbeat, Ready, WorkerChannel
 from supervisor.worker import drain, process
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
-from supervisor.worker.observe import Observer, close_idle, loop_lag_paths
+from supervisor.worker.observer import Observer, loop_lag_paths
 
 logger = logging.getLogger("supervisor.worker")
 
@@ -283,3 +283,17 @@ def _open_fd_count() -> int | None:
         if exc.errno == errno.EMFILE:  # listing needs a descriptor too: we are at the limit
             return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         return None
+
+
+def close_idle(connections: Any, now: float, keep_alive: float) -> int:
+    """The keep-alive timeout, once a second: close connections idle longer than it
+    (never sooner: a client reusing one at the last moment is not raced)."""
+    closed = 0
+    for connection in list(connections):
+        since = getattr(connection, "idle_since", 0.0)
+        if since and now - since > keep_alive:
+            cycle = connection.cycle
+            if (cycle is None or cycle.response_complete) and not connection.pipeline:
+                connection.transport.close()
+                closed += 1
+    return closed

@@ -26,10 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import secrets
 import time
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -41,131 +40,12 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from supervisor.logs.sink import LineSink
-from supervisor.worker.access import LineMaker, client_label, raw_target
-from supervisor.worker.counters import Counters
-from supervisor.worker.drain import DrainState
-from supervisor.worker.guards import apply_forwarded, send_overloaded
+from supervisor.worker.access import client_label
+from supervisor.worker.guards import apply_forwarded
+from supervisor.worker.observer import REQUEST_ID, Observer
+from supervisor.worker.wakeup import Wakeup
 
-logger = logging.getLogger("supervisor.worker")
 perf_counter = time.perf_counter
-REQUEST_ID = b"x-request-id"
-RECENT_SLOW_CAP = 32
-
-
-class Observer:
-    """One per worker: what every finished exchange updates, and where its line goes."""
-
-    def __init__(
-        self,
-        *,
-        line: LineMaker | None,
-        sink: LineSink | Any,
-        drain: DrainState,
-        counters: Counters | None,
-        limit: int = 0,
-        bypass: frozenset[str] = frozenset(),
-        slow_seconds: float = 0.0,
-        request_ids: bool = False,
-        trusted: Any | None = None,
-        keep_response_headers: bool = False,
-        metrics_path: str | None = None,
-        metrics_text: Callable[[], Awaitable[str]] | None = None,
-    ) -> None:
-        self.line = line
-        self.sink = sink
-        self.drain = drain
-        self.counters = counters
-        self.limit = limit
-        self.bypass = bypass
-        self.slow = slow_seconds
-        self.request_ids = request_ids
-        self.trusted = trusted
-        self.keep_response_headers = keep_response_headers
-        self.metrics_path = metrics_path
-        self.metrics_text = metrics_text
-        self.routes = bool(limit or metrics_path)  # does choose_app have anything to decide?
-        self.recent_slow: list[str] = []  # for the event-loop lag warning
-        self._rid_prefix = secrets.token_hex(8).encode()
-        self._rid_count = 0
-        self.block_of: object = None  # the default-header list ``block`` was made from
-        self.block = b""
-        # Set by the server: near the open-file limit; an allocation failed (memory-hard).
-        self.fd_ceiling = 0
-        self.on_fd_pressure: Callable[[int], None] | None = None
-        self.on_memory_error: Callable[[], None] | None = None
-
-    def default_block(self, headers: list[tuple[bytes, bytes]]) -> bytes:
-        """uvicorn's default headers (server, date, --header) as bytes, once per second."""
-        self.block_of = headers
-        parts = []
-        for name, value in headers:
-            if HEADER_RE.search(name) or HEADER_VALUE_RE.search(value):
-                raise RuntimeError("Invalid HTTP header in the default headers.")
-            parts.append(name.lower() + b": " + value + b"\r\n")
-        self.block = b"".join(parts)
-        return self.block
-
-    def request_id(self, scope: Any, sent_x_headers: bool = True) -> bytes:
-        """The client's X-Request-Id when it sent one, else a new one (unique per worker
-        start: random prefix, then a counter; 32 hex digits like a uuid4)."""
-        if sent_x_headers:
-            for name, value in scope["headers"]:
-                if name == REQUEST_ID and 0 < len(value) <= 200:
-                    return bytes(value)
-        self._rid_count += 1
-        return b"%b%016x" % (self._rid_prefix, self._rid_count)
-
-    def choose_app(self, scope: Any, in_flight: int, app: Any) -> Any:
-        """The app to run for this request: the real one, the 503, or the metrics page."""
-        path = scope["path"]
-        if self.metrics_path is not None and path == self.metrics_path:
-            return self.serve_metrics
-        if self.limit and in_flight >= self.limit and path not in self.bypass:
-            if self.counters is not None:
-                self.counters.rejected()
-            return send_overloaded
-        return app
-
-    def finish(self, c: Any) -> None:
-        """An exchange ended (completed, failed or cut): count it and queue its line."""
-        seconds = c.duration
-        if self.counters is not None:
-            self.counters.observe(c.status, seconds)
-        line = self.line
-        if line is not None:
-            self.sink.write(line(c))
-        if self.slow and seconds >= self.slow:
-            self._slow(c)
-
-    def _slow(self, c: Any) -> None:
-        scope = c.scope
-        if len(self.recent_slow) < RECENT_SLOW_CAP:
-            self.recent_slow.append(scope["path"])
-        logger.warning(
-            "Slow request: %s %s took %.0f ms (status %d)",
-            scope["method"],
-            scope["path"],
-            c.duration * 1000,
-            c.status,
-            extra={"path": scope["path"], "duration_ms": round(c.duration * 1000, 3)},
-        )
-
-    async def serve_metrics(self, scope: Any, receive: Any, send: Any) -> None:
-        """``--metrics-path`` on the app's port: the pool's metrics, from the supervisor."""
-        assert self.metrics_text is not None
-        try:
-            body = (await self.metrics_text()).encode()
-            status = 200
-        except (OSError, RuntimeError, TimeoutError) as exc:
-            body = f"# metrics unavailable: {exc}\n".encode()
-            status = 503
-        headers = [
-            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
 
 def _noop() -> None:
@@ -257,60 +137,7 @@ class ObservedCycle(RequestResponseCycle):
         if self.disconnected:
             return
         if not self.response_started:
-            if message["type"] != "http.response.start":
-                raise RuntimeError(
-                    f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
-                )
-            self.response_started = True
-            self.waiting_for_100_continue = False
-            status = message["status"]
-            self.status = status
-            observer = self.observer
-            defaults = self.default_headers
-            if defaults is observer.block_of:
-                content = [STATUS_LINE[status], observer.block]
-            else:
-                content = [STATUS_LINE[status], observer.default_block(defaults)]
-            headers = message.get("headers", ())
-            close_sent = id_sent = False
-            for raw_name, value in headers:
-                if HEADER_RE.search(raw_name):
-                    raise RuntimeError("Invalid HTTP header name.")
-                if HEADER_VALUE_RE.search(value):
-                    raise RuntimeError("Invalid HTTP header value.")
-                name = raw_name.lower()
-                if name == b"content-length" and self.chunked_encoding is None:
-                    self.expected_content_length = int(value.decode())
-                    self.chunked_encoding = False
-                elif name == b"transfer-encoding" and value.lower() == b"chunked":
-                    self.expected_content_length = 0
-                    self.chunked_encoding = True
-                elif name == b"connection":
-                    if b"close" in [token.lower().strip() for token in value.split(b",")]:
-                        self.keep_alive = False
-                        close_sent = True
-                elif name == REQUEST_ID:
-                    id_sent = True
-                content.extend((name, b": ", value, b"\r\n"))
-            if observer.keep_response_headers:
-                self.response_headers = headers
-            if self.request_id is not None and not id_sent:
-                content.append(b"x-request-id: " + self.request_id + b"\r\n")
-            if observer.drain.draining:
-                self.keep_alive = False  # the client moves to a sibling for its next request
-            if not self.keep_alive and not close_sent:
-                content.append(b"connection: close\r\n")
-            if (
-                self.chunked_encoding is None
-                and self.scope["method"] != "HEAD"
-                and status not in (204, 304)
-            ):
-                self.chunked_encoding = True
-                content.append(b"transfer-encoding: chunked\r\n")
-            content.append(b"\r\n")
-            # Held until the first body message (the ASGI spec asks servers to wait for
-            # it): head and body then leave in one writev, not two sends.
-            self.head = b"".join(content)
+            self._start_response(message)
         elif not self.response_complete:
             if message["type"] != "http.response.body":
                 raise RuntimeError(
@@ -356,6 +183,63 @@ class ObservedCycle(RequestResponseCycle):
                 f"Unexpected ASGI message '{message['type']}' sent, after response already"
                 " completed."
             )
+
+    def _start_response(self, message: Any) -> None:
+        """The status line and headers, held until the first body message."""
+        if message["type"] != "http.response.start":
+            raise RuntimeError(
+                f"Expected ASGI message 'http.response.start', but got '{message['type']}'."
+            )
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        status = message["status"]
+        self.status = status
+        observer = self.observer
+        defaults = self.default_headers
+        if defaults is observer.block_of:
+            content = [STATUS_LINE[status], observer.block]
+        else:
+            content = [STATUS_LINE[status], observer.default_block(defaults)]
+        headers = message.get("headers", ())
+        close_sent = id_sent = False
+        for raw_name, value in headers:
+            if HEADER_RE.search(raw_name):
+                raise RuntimeError("Invalid HTTP header name.")
+            if HEADER_VALUE_RE.search(value):
+                raise RuntimeError("Invalid HTTP header value.")
+            name = raw_name.lower()
+            if name == b"content-length" and self.chunked_encoding is None:
+                self.expected_content_length = int(value.decode())
+                self.chunked_encoding = False
+            elif name == b"transfer-encoding" and value.lower() == b"chunked":
+                self.expected_content_length = 0
+                self.chunked_encoding = True
+            elif name == b"connection":
+                if b"close" in [token.lower().strip() for token in value.split(b",")]:
+                    self.keep_alive = False
+                    close_sent = True
+            elif name == REQUEST_ID:
+                id_sent = True
+            content.extend((name, b": ", value, b"\r\n"))
+        if observer.keep_response_headers:
+            self.response_headers = headers
+        if self.request_id is not None and not id_sent:
+            content.append(b"x-request-id: " + self.request_id + b"\r\n")
+        if observer.drain.draining:
+            self.keep_alive = False  # the client moves to a sibling for its next request
+        if not self.keep_alive and not close_sent:
+            content.append(b"connection: close\r\n")
+        if (
+            self.chunked_encoding is None
+            and self.scope["method"] != "HEAD"
+            and status not in (204, 304)
+        ):
+            self.chunked_encoding = True
+            content.append(b"transfer-encoding: chunked\r\n")
+        content.append(b"\r\n")
+        # Held until the first body message (the ASGI spec asks servers to wait for
+        # it): head and body then leave in one writev, not two sends.
+        self.head = b"".join(content)
 
 
 class ObservedHttpTools(HttpToolsProtocol):
@@ -495,154 +379,12 @@ class ObservedHttpTools(HttpToolsProtocol):
             self.idle_since = perf_counter()
 
 
-def close_idle(connections: Any, now: float, keep_alive: float) -> int:
-    """The keep-alive timeout, once a second: close connections idle longer than it
-    (never sooner: a client reusing one at the last moment is not raced)."""
-    closed = 0
-    for connection in list(connections):
-        since = getattr(connection, "idle_since", 0.0)
-        if since and now - since > keep_alive:
-            cycle = connection.cycle
-            if (cycle is None or cycle.response_complete) and not connection.pipeline:
-                connection.transport.close()
-                closed += 1
-    return closed
-
-
-class Wakeup:
-    """The cycle's "request data arrived" signal: asyncio.Event's interface, lighter.
-
-    ``receive()`` waits on it (an app may wait from two tasks at once, as
-    Starlette's disconnect listener does); the protocol sets it.
-    """
-
-    __slots__ = ("_set", "_waiters")
-
-    def __init__(self) -> None:
-        self._set = False
-        self._waiters: list[asyncio.Future[None]] | None = None
-
-    def is_set(self) -> bool:
-        return self._set
-
-    def set(self) -> None:
-        self._set = True
-        waiters = self._waiters
-        if waiters:
-            self._waiters = None
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
-
-    def clear(self) -> None:
-        self._set = False
-
-    async def wait(self) -> bool:
-        if self._set:
-            return True
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = [waiter]
-        else:
-            self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
-        return True
-
-
 def protocol_class(observer: Observer, raw_app: Any) -> type[ObservedHttpTools]:
     """A protocol class bound to this worker's observer (one class per worker process)."""
     ObservedCycle.observer = observer
     # staticmethod: a plain function stored on a class would become a bound method.
     attributes = {"observer": observer, "raw_app": staticmethod(raw_app)}
     return type("ObservedHttpTools", (ObservedHttpTools,), attributes)
-
-
-class AsgiExchange:
-    """What :class:`ObservedApp` knows about one exchange (the same fields as a cycle)."""
-
-    __slots__ = (
-        "client_text",
-        "duration",
-        "method",
-        "request_id",
-        "response_headers",
-        "scope",
-        "sent",
-        "status",
-        "target",
-    )
-
-    def __init__(self, scope: Any) -> None:
-        self.scope = scope
-        self.status = 499
-        self.sent = 0
-        self.duration = 0.0
-        self.request_id: bytes | None = None
-        self.response_headers: Any = None
-        self.target = raw_target(scope)
-        self.method = scope["method"].encode("latin-1", "replace")
-        self.client_text = client_label(scope.get("client"))
-
-
-class ObservedApp:
-    """The same observation for HTTP implementations other than httptools: an ASGI layer."""
-
-    def __init__(self, app: Any, observer: Observer, in_flight: Callable[[], int]) -> None:
-        self.app = app
-        self.observer = observer
-        self.in_flight = in_flight
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        observer = self.observer
-        exchange = AsgiExchange(scope)
-        if observer.request_ids:
-            exchange.request_id = observer.request_id(scope)
-        app = observer.choose_app(scope, self.in_flight() - 1, self.app)
-        started = perf_counter()
-
-        async def observed_send(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                exchange.status = message["status"]
-                headers = list(message.get("headers", ()))
-                if observer.keep_response_headers:
-                    exchange.response_headers = headers
-                if exchange.request_id is not None:
-                    headers.append((REQUEST_ID, exchange.request_id))
-                if observer.drain.draining:
-                    headers = [(k, v) for k, v in headers if k.lower() != b"connection"]
-                    headers.append((b"connection", b"close"))
-                message = {**message, "headers": headers}
-            elif message["type"] == "http.response.body":
-                exchange.sent += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    exchange.duration = perf_counter() - started
-            await send(message)
-
-        try:
-            await app(scope, receive, observed_send)
-        finally:
-            if not exchange.duration:
-                exchange.duration = perf_counter() - started
-            observer.finish(exchange)
-
-
-def loop_lag_paths(observer: Observer, connections: Any) -> list[str]:
-    """What ran while the event loop lagged: slow requests since the last tick, and the
-    requests still open now."""
-    paths = set(observer.recent_slow)
-    observer.recent_slow.clear()
-    for connection in connections:
-        cycle = getattr(connection, "cycle", None)
-        if cycle is not None and not cycle.response_complete:
-            paths.add(cycle.scope.get("path", "?"))
-    return sorted(paths)
 
 
 def uses_fast_path(http_protocol: Any) -> bool:
