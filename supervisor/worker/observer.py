@@ -60,7 +60,7 @@ class Observer:
         self.metrics_path = metrics_path
         self.metrics_text = metrics_text
         self.routes = bool(limit or metrics_path)  # does choose_app have anything to decide?
-        self.recent_slow: list[str] = []  # for the event-loop lag warning
+        self.recent_slow: list[tuple[str, float]] = []  # (path, ended): for loop-lag warnings
         self._rid_prefix = secrets.token_hex(8).encode()
         self._rid_count = 0
         self.block_of: object = None  # the default-header list ``block`` was made from
@@ -116,7 +116,7 @@ class Observer:
     def _slow(self, c: Any) -> None:
         scope = c.scope
         if len(self.recent_slow) < RECENT_SLOW_CAP:
-            self.recent_slow.append(scope["path"])
+            self.recent_slow.append((scope["path"], c.started + c.duration))
         logger.warning(
             "Slow request: %s %s took %.0f ms (status %d)",
             scope["method"],
@@ -143,10 +143,11 @@ class Observer:
         await send({"type": "http.response.body", "body": body})
 
 
-def loop_lag_paths(observer: Observer, connections: Any) -> list[str]:
-    """What ran while the event loop lagged: slow requests since the last tick, and the
-    requests still open now."""
-    paths = set(observer.recent_slow)
+def loop_lag_paths(observer: Observer, connections: Any, blocked_since: float) -> list[str]:
+    """What ran while the event loop lagged: slow requests that ended after it stopped
+    ticking (while the loop is blocked, only the blocker can end), and the requests still
+    open now."""
+    paths = {path for path, ended in observer.recent_slow if ended >= blocked_since}
     observer.recent_slow.clear()
     for connection in connections:
         cycle = getattr(connection, "cycle", None)

@@ -130,7 +130,7 @@ class WorkerServer(uvicorn.Server):
     async def on_tick(self, counter: int) -> bool:
         should_exit = await super().on_tick(counter)
         if self.loop_lag:
-            self._check_loop_lag(time.monotonic())
+            self._check_loop_lag(time.perf_counter())  # the clock request times use
         if self.reopen_logs:
             self.reopen_logs = False
             logs.reopen()
@@ -161,7 +161,8 @@ class WorkerServer(uvicorn.Server):
 
     def _check_loop_lag(self, now: float) -> None:
         """uvicorn ticks every 0.1 s; a late tick means something blocked the loop."""
-        lag = now - self._last_tick - TICK_SECONDS if self._last_tick else 0.0
+        last = self._last_tick
+        lag = now - last - TICK_SECONDS if last else 0.0
         self._last_tick = now
         if lag < self.loop_lag:
             if self.observer is not None:
@@ -169,9 +170,9 @@ class WorkerServer(uvicorn.Server):
             return
         # The blocking request has usually finished by the time this tick runs:
         # it is among the slow requests since the last tick.
-        paths = (
-            loop_lag_paths(self.observer, self.server_state.connections) if self.observer else []
-        )
+        connections = self.server_state.connections
+        blocked_since = last + TICK_SECONDS  # when this tick should have run
+        paths = loop_lag_paths(self.observer, connections, blocked_since) if self.observer else []
         logger.warning(
             "Event loop lag: %.0f ms blocked (requests active: %s)",
             lag * 1000,
