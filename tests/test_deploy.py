@@ -1060,3 +1060,18 @@ def test_unit_serves_under_socket_activation_reloads_and_drains(activated: Activ
     # NotifyAccess=main: whatever reached the notify socket came from the
     # supervisor, never from a worker.
     assert {message.pid for message in notify.drain()} <= {pid}
+
+
+def test_deploying_doc_names_real_settings() -> None:
+    """Every SUPERVISOR_* variable docs/deploying.md tells people to set exists."""
+    named = set(
+        re.findall(
+            r"\b(SUPERVISOR_[A-Z][A-Z_]*[A-Z])\b", (REPO / "docs" / "deploying.md").read_text()
+        )
+    )
+    unknown = sorted(
+        name
+        for name in named - SUPERVISOR_EXTRA_VARS
+        if name.removeprefix(ENV_PREFIX).lower() not in FIELD_NAMES
+    )
+    assert named and not unknown, f"not supervisor options (see --help): {unknown}"
