@@ -266,7 +266,8 @@ class Notifier:
 
         A change inside the interval is not sent: call this on every change
         and on every tick of the loop, and the latest text goes out on the
-        first call after the interval. ``force`` skips the interval.
+        first call after the interval. ``force`` skips the interval (an
+        unchanged text is still not sent again).
         """
         line = one_line(text)
         if line == self._last_status:
@@ -303,7 +304,10 @@ class Notifier:
         # A newline inside a value would be read as a field of its own.
         message = merge_fields(self._pending, tuple(f.replace("\n", " ") for f in fields))
         try:
-            self._socket().sendto("\n".join(message).encode(), self.address)
+            # systemd ignores a STATUS= that is not UTF-8; a lone surrogate
+            # (an undecodable file name) becomes "?" instead of an exception.
+            data = "\n".join(message).encode("utf-8", "replace")
+            self._socket().sendto(data, self.address)
         except BlockingIOError:
             # systemd's queue is full: it is busy, not gone. Never wait for it.
             self._pending = lasting_fields(message)

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,22 @@ class FakeClock:
 def listener(tmp_path: Path) -> Iterator[NotifySocket]:
     with NotifySocket(tmp_path / "notify.sock") as sock:
         yield sock
+
+
+@pytest.fixture(autouse=True)
+def close_notifiers(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Notifier a test makes is closed, even when the test fails."""
+    made: list[Notifier] = []
+    original = Notifier.__init__
+
+    def tracking_init(self: Notifier, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Notifier, "__init__", tracking_init)
+    yield
+    for notifier in made:
+        notifier.close()
 
 
 def one(listener: NotifySocket) -> Message:
@@ -229,6 +246,10 @@ def test_lifecycle_sequence_from_our_pid(listener: NotifySocket) -> None:
     assert one(listener).fields == ("STOPPING=1", "STATUS=draining")
     assert notifier.notify("CUSTOM=a\nb")
     assert one(listener).fields == ("CUSTOM=a b",), "a newline cannot forge a field"
+    assert notifier.status("file \udcff.py changed", force=True)
+    assert one(listener).fields == ("STATUS=file .py changed",)
+    assert notifier.notify("STATUS=\udcff")
+    assert one(listener).fields == ("STATUS=?",), "valid UTF-8, never an exception"
     assert not notifier.extend_timeout(0)
     assert listener.receive(0.05) is None
     notifier.close()
@@ -324,6 +345,7 @@ def test_a_stale_socket_file_is_unreachable_too(
     notifier.close()
 
 
+@pytest.mark.timeout(20)  # a blocking send would hang here
 def test_a_full_queue_never_blocks_and_keeps_the_state(
     listener: NotifySocket, caplog: pytest.LogCaptureFixture
 ) -> None:
