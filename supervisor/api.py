@@ -149,7 +149,7 @@ def run(
         raise ConfigError("http2=True is not supported: Uvicorn workers speak HTTP/1.1.")
     config, app_object = build_config(app, {**settings, **options})
 
-    from supervisor.runner import run_config  # noqa: PLC0415 - imports uvicorn and anyio
+    from supervisor.arbiter.runner import run_config  # noqa: PLC0415 - imports uvicorn and anyio
 
     code = run_config(config, app=app_object)
     if code:

@@ -122,7 +122,7 @@ def test_run_hands_config_and_object_to_the_runner(monkeypatch: pytest.MonkeyPat
         calls.append((config, app))
         return 0 if len(calls) == 1 else 3
 
-    monkeypatch.setattr("supervisor.runner.run_config", fake_run_config)
+    monkeypatch.setattr("supervisor.arbiter.runner.run_config", fake_run_config)
     api.run(hello_app, workers=2, log_config=None, port=9001)  # returns: exit code 0
     config, app_object = calls[0]
     assert (config.workers, config.port, app_object) == (2, 9001, hello_app)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import cgroups
 from supervisor.config import make_config
+from supervisor.system import cgroups
 
 
 def write(root: Path, files: dict[str, str]) -> Path:

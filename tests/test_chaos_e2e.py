@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from supervisor.policy import STABLE_AFTER
+from supervisor.arbiter.policy import STABLE_AFTER
 from tests.conftest import StartSupervisor
 from tests.load import KeepAliveLoad
 from tests.supervisor_process import REPO, SupervisorProcess, wait_for

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from supervisor import cli, config_file
-from supervisor.config import make_config
+from supervisor.config import cli, make_config
+from supervisor.config import gunicorn as config_file
 from supervisor.errors import ConfigError
 from tests.conftest import StartSupervisor
 from tests.servers import free_port, wait_for

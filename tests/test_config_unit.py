@@ -12,10 +12,10 @@ from supervisor.channel import (
     make_pair,
     read_messages,
 )
-from supervisor.cli import env_settings, merge_settings, parse
 from supervisor.config import Config, format_size, make_config, parse_size, replace
+from supervisor.config.cli import env_settings, merge_settings, parse
 from supervisor.errors import ConfigError
-from supervisor.sockets import BindSpec, bind_specs, parse_bind
+from supervisor.system.sockets import BindSpec, bind_specs, parse_bind
 
 
 @pytest.mark.parametrize(

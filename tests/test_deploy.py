@@ -34,10 +34,10 @@ import psutil
 import pytest
 import yaml
 
-from supervisor import cgroups, cli
-from supervisor.arbiter import DRAIN_MARGIN
-from supervisor.config import ENV_PREFIX, FIELD_NAMES, Config, make_config, parse_size
+from supervisor.arbiter.arbiter import DRAIN_MARGIN
+from supervisor.config import ENV_PREFIX, FIELD_NAMES, Config, cli, make_config, parse_size
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_USAGE, EXIT_WORKER_BOOT_ERROR
+from supervisor.system import cgroups
 from tests.notify_socket import NotifySocket
 from tests.supervisor_process import REPO, LoggedProcess, SupervisorProcess, free_port, wait_for
 
@@ -994,6 +994,18 @@ class ActivatedSupervisor(LoggedProcess):
 Activated = tuple[ActivatedSupervisor, dict[str, str], int, NotifySocket]
 
 
+def live_children(pid: int) -> set[int]:
+    """Child pids that are not zombies; a worker may exit while we look."""
+    alive = set()
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
 @pytest.fixture
 def activated(tmp_path: Path) -> Iterator[Activated]:
     notify = NotifySocket(tmp_path / "notify.sock")  # what systemd passes as NOTIFY_SOCKET
@@ -1040,14 +1052,14 @@ def test_unit_serves_under_socket_activation_reloads_and_drains(activated: Activ
     assert status.returncode == 0, status.stderr
     assert f"supervisor {pid}" in status.stdout and "workers 2/2" in status.stdout, status.stdout
     assert Path(env["SUPERVISOR_PID"]).read_text().strip() == str(pid)
-    before = {c.pid for c in psutil.Process(pid).children()}
+    before = live_children(pid)
     # ExecReload, as systemd runs it with $MAINPID filled in.
     (reload_line,) = unit_values(SERVICE, "Service", "ExecReload")
     reload = shlex.split(reload_line.replace("$MAINPID", str(pid)))
     subprocess.run(reload, check=True, timeout=10)
 
     def rolled() -> bool:
-        children = {c.pid for c in psutil.Process(pid).children() if c.status() != "zombie"}
+        children = live_children(pid)
         return len(children) == 2 and not children & before
 
     wait_for(rolled, 30, f"a rolling restart after {reload_line}\n{process.log()}")

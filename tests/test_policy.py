@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from supervisor import policy
-from supervisor.lifecycle import InvalidTransition, RecycleReason, WorkerRecord, WorkerState
+from supervisor.arbiter import policy
+from supervisor.arbiter.lifecycle import InvalidTransition, RecycleReason, WorkerRecord, WorkerState
 
 
 def worker(

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from supervisor.config import make_config
-from supervisor.reload import is_watched, warnings_for
+from supervisor.system.watch import is_watched, warnings_for
 
 
 @pytest.mark.parametrize(

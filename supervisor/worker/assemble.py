@@ -16,8 +16,9 @@ from typing import Any
 import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from supervisor import control, logs
+from supervisor import logs
 from supervisor.config import Config
+from supervisor.endpoints import control
 from supervisor.worker.access import DefaultLine, FormattedLine, JsonLine, LineMaker
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState

@@ -380,7 +380,7 @@ def test_idle_clients_block_neither_scrapes_nor_status_nor_metrics_path(
 def test_connections_over_the_cap_are_closed_at_once(
     start_supervisor: StartSupervisor,
 ) -> None:
-    from supervisor.endpoint import MAX_CLIENTS
+    from supervisor.endpoints.server import MAX_CLIENTS
 
     metrics_port = free_port()
     sup = start_supervisor(APP, "--metrics-bind", f"127.0.0.1:{metrics_port}")

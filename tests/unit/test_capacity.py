@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import capacity, cgroups
+from supervisor.system import capacity, cgroups
 
 MIB = 1024**2
 GIB = 1024**3

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from supervisor.cli import parse
 from supervisor.config import make_config
+from supervisor.config.cli import parse
 
 
 def test_allow_many_workers_flag_and_env() -> None:

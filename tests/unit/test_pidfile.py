@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import pidfile
 from supervisor.errors import ConfigError
+from supervisor.system import pidfile
 
 OWN = 500
 

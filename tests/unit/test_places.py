@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from supervisor import places
+from supervisor.system import places
 
 ME, ROOT, OTHER = 1000, 0, 65534
 

@@ -24,15 +24,19 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.abc import TaskGroup
 
-from supervisor import capacity, control, early_signals, logs, metrics, policy, reload, sockets
-from supervisor import hooks as hooks_module
+from supervisor import logs
+from supervisor.arbiter import hooks as hooks_module
+from supervisor.arbiter import policy
+from supervisor.arbiter.lifecycle import RecycleReason, WorkerRecord, WorkerState
 from supervisor.channel import BootFailure, Heartbeat, Message, Ready, make_pair, read_messages
 from supervisor.config import Config, format_size
+from supervisor.endpoints import control, metrics
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
-from supervisor.exits import describe_status, exit_code, reap_children
-from supervisor.lifecycle import RecycleReason, WorkerRecord, WorkerState
 from supervisor.logs import capture
-from supervisor.reload import ReloadErrorApp
+from supervisor.system import capacity, early_signals, sockets
+from supervisor.system import watch as reload
+from supervisor.system.exits import describe_status, exit_code, reap_children
+from supervisor.system.watch import ReloadErrorApp
 
 if TYPE_CHECKING:
     import psutil

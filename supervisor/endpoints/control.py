@@ -30,13 +30,14 @@ import anyio
 import msgspec
 from anyio.abc import SocketAttribute
 
-from supervisor import endpoint, ownership, places
+from supervisor.arbiter.lifecycle import RecycleReason
 from supervisor.config import Config
+from supervisor.endpoints import server as endpoint
 from supervisor.errors import ConfigError
-from supervisor.lifecycle import RecycleReason
+from supervisor.system import ownership, places
 
 if TYPE_CHECKING:
-    from supervisor.arbiter import Arbiter
+    from supervisor.arbiter.arbiter import Arbiter
 
 logger = logging.getLogger("supervisor")
 

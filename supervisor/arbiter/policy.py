@@ -10,7 +10,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from supervisor.lifecycle import RecycleReason, WorkerRecord, WorkerState
+from supervisor.arbiter.lifecycle import RecycleReason, WorkerRecord, WorkerState
 
 CRASH_BACKOFF_BASE = 0.1
 CRASH_BACKOFF_CAP = 10.0

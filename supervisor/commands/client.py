@@ -21,9 +21,9 @@ from typing import Any, NoReturn
 
 import msgspec
 
-from supervisor import places
 from supervisor.config import format_size
-from supervisor.control import CLIENT_TIMEOUT, Request, Status, is_live, peer_credentials
+from supervisor.endpoints.control import CLIENT_TIMEOUT, Request, Status, is_live, peer_credentials
+from supervisor.system import places
 
 EXIT_FAILED = 1
 

@@ -14,13 +14,14 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from supervisor import endpoint, sockets
+from supervisor.arbiter.lifecycle import RecycleReason, WorkerState
+from supervisor.endpoints import server as endpoint
 from supervisor.errors import BindError, ConfigError
-from supervisor.lifecycle import RecycleReason, WorkerState
+from supervisor.system import sockets
 from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
 
 if TYPE_CHECKING:
-    from supervisor.arbiter import Arbiter
+    from supervisor.arbiter.arbiter import Arbiter
 
 logger = logging.getLogger("supervisor")
 

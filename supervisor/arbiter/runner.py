@@ -12,25 +12,17 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
-from supervisor import (
-    __version__,
-    capacity,
-    cgroups,
-    control,
-    logs,
-    metrics,
-    ownership,
-    pidfile,
-    reload,
-    sockets,
-)
-from supervisor.arbiter import Arbiter
+from supervisor import __version__, logs
+from supervisor.arbiter.arbiter import Arbiter
+from supervisor.arbiter.hooks import Hooks
 from supervisor.config import Config, format_size, replace
+from supervisor.endpoints import control, metrics
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
-from supervisor.hooks import Hooks
+from supervisor.system import capacity, cgroups, ownership, pidfile, sockets
+from supervisor.system import watch as reload
 
 if TYPE_CHECKING:
-    from supervisor.cli import Invocation
+    from supervisor.config.cli import Invocation
 
 logger = logging.getLogger("supervisor")
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import cgroups
 from supervisor.config import format_size
+from supervisor.system import cgroups
 
 WORKER_MEMORY = 30 * 1024**2  # a booted uvicorn worker's private memory, roughly
 CPU_FACTOR = 8  # refuse above this many workers per usable CPU...

@@ -423,7 +423,8 @@ def _translated(flag: str, value: str, env: dict[str, str], notes: list[str]) ->
 
 def _our_flags() -> dict[str, bool]:
     """Our command-line flags -> whether each takes a value."""
-    from supervisor.cli import BOOL_FIELDS, OPTIONS  # noqa: PLC0415 - cli imports us lazily
+    from supervisor.config.model import BOOL_FIELDS  # noqa: PLC0415
+    from supervisor.config.options import OPTIONS  # noqa: PLC0415
 
     flags = {"-c": True, "--config": True, "-h": False, "--help": False, "--version": False}
     for option in OPTIONS:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 
 from supervisor.errors import ConfigError
 
@@ -24,6 +25,8 @@ PosInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 PosFloat = Annotated[float, msgspec.Meta(gt=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+# Bytes, written by users as "512MiB", "1G", "300MB" (see parse_size).
+ByteSize = Annotated[int, msgspec.Meta(ge=0, extra={"size": True})]
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug", "trace"]
 LogFormat = Literal["text", "json"]
@@ -50,8 +53,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
 
     max_requests: NonNegInt = 0
     max_requests_jitter: NonNegInt = 0
-    max_memory: NonNegInt | None = None
-    max_memory_total: NonNegInt | None = None
+    max_memory: ByteSize | None = None
+    max_memory_total: ByteSize | None = None
     max_lifetime: NonNegFloat = 0.0
     max_lifetime_jitter: NonNegFloat | None = None
     timeout_worker: PosFloat = 30.0
@@ -115,17 +118,33 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
             return self.max_lifetime_jitter
         return self.max_lifetime / 10
 
-    def setting_names(self) -> tuple[str, ...]:
-        return self.__struct_fields__
-
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
+
+def _field_kinds() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """(boolean, list, byte-size) fields, read from Config's annotations: a new setting
+    needs no entry in a list kept by hand."""
+    bools: set[str] = set()
+    lists: set[str] = set()
+    sizes: set[str] = set()
+    struct = msgspec.inspect.type_info(Config)
+    assert isinstance(struct, msgspec.inspect.StructType)
+    for info in struct.fields:
+        kind = info.type
+        members = kind.types if isinstance(kind, msgspec.inspect.UnionType) else (kind,)
+        for member in members:
+            if isinstance(member, msgspec.inspect.Metadata) and (member.extra or {}).get("size"):
+                sizes.add(info.name)
+            elif isinstance(member, msgspec.inspect.BoolType):
+                bools.add(info.name)
+            elif isinstance(member, msgspec.inspect.ListType):
+                lists.add(info.name)
+    return frozenset(bools), frozenset(lists), frozenset(sizes)
+
+
 FIELD_NAMES: frozenset[str] = frozenset(Config.__struct_fields__)
-LIST_FIELDS = frozenset(
-    {"bind", "reload_dirs", "reload_includes", "reload_excludes", "health_paths"}
-)
-SIZE_FIELDS = frozenset({"max_memory", "max_memory_total"})
+BOOL_FIELDS, LIST_FIELDS, SIZE_FIELDS = _field_kinds()
 
 _SIZE = re.compile(r"(?i)\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)(b?)\s*")
 _SIZE_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}
@@ -161,20 +180,16 @@ def option_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
-def env_name(field: str) -> str:
-    return ENV_PREFIX + field.upper()
-
-
 def resolve_auto_workers() -> int:
     """`--workers auto`: one worker per CPU this container may use."""
-    from supervisor import cgroups  # noqa: PLC0415 - only needed for "auto"
+    from supervisor.system import cgroups  # noqa: PLC0415 - only needed for "auto"
 
     return cgroups.auto_workers(cgroups.cpu_limit(), cgroups.usable_cpus())
 
 
 def resolve_auto_memory(workers: int) -> int | None:
     """`--max-memory auto`: the container's memory limit shared by its workers."""
-    from supervisor import cgroups  # noqa: PLC0415 - only needed for "auto"
+    from supervisor.system import cgroups  # noqa: PLC0415 - only needed for "auto"
 
     return cgroups.auto_max_memory(cgroups.memory_limit(), workers)
 

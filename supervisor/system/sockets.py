@@ -16,8 +16,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor import ownership
 from supervisor.errors import BindError, ConfigError
+from supervisor.system import ownership
 
 logger = logging.getLogger(__name__)
 
