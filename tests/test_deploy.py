@@ -1,11 +1,15 @@
-"""The image recipe and the manifests agree with each other and with the supervisor.
+"""The image recipe, the manifests and the units agree with each other and with the supervisor.
 
-No container engine and no cluster here: the Containerfile is linted with
-hadolint and read instruction by instruction; every YAML file under deploy/
-is parsed strictly (duplicate keys are errors) and checked field by field
-against what the API server would require; every SUPERVISOR_* variable they
-set must be a real supervisor option with a valid value, and the numbers
-that depend on each other (grace period, drain budget, keep-alive, ports,
+No container engine, no cluster and no systemd as PID 1 here: the
+Containerfile is linted with hadolint and read instruction by instruction;
+every YAML file under deploy/ is parsed strictly (duplicate keys are errors),
+the Kubernetes objects are validated against the API server's own schemas
+(kubernetes-validate --strict, shipped in the package) and checked field by
+field; the systemd units go through `systemd-analyze verify` and `security`,
+and the service's ExecStart and environment really run under
+systemd-socket-activate. Every SUPERVISOR_* variable they set must be a real
+supervisor option with a valid value, and the numbers that depend on each
+other (grace period, drain budget, stop timeout, keep-alive, ports,
 connection pools) must add up. Nothing here touches the network except
 loopback.
 """
@@ -13,7 +17,9 @@ loopback.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,13 +29,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
+import psutil
 import pytest
 import yaml
 
 from supervisor.arbiter.arbiter import DRAIN_MARGIN
 from supervisor.config import ENV_PREFIX, FIELD_NAMES, Config, cli, make_config, parse_size
+from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_USAGE, EXIT_WORKER_BOOT_ERROR
 from supervisor.system import cgroups
-from tests.supervisor_process import REPO, SupervisorProcess, free_port
+from tests.notify_socket import NotifySocket
+from tests.supervisor_process import REPO, LoggedProcess, SupervisorProcess, free_port, wait_for
 
 CONTAINERFILE = REPO / "Containerfile"
 DEPLOY = REPO / "deploy"
@@ -673,3 +683,407 @@ def test_compose_agent_config() -> None:
     )
     assert f"{agent['ports'][0]}".endswith(f":{config.port}")
     check_app_env({k: v for k, v in env.items() if k != "PATH"})
+
+
+def kubernetes_validate() -> str:
+    tool = shutil.which("kubernetes-validate", path=str(VENV_BIN)) or shutil.which(
+        "kubernetes-validate"
+    )
+    if tool is None:
+        pytest.skip("kubernetes-validate is not installed (pip install kubernetes-validate)")
+    return tool
+
+
+def api_resources() -> list[tuple[Path, dict[str, Any]]]:
+    """Every Kubernetes API object under deploy/kubernetes (kustomize's own file is not one)."""
+    return [
+        (path, doc)
+        for path in kube_files()
+        for doc in load_yaml(path)
+        if doc.get("kind") != "Kustomization"
+    ]
+
+
+# The oldest Kubernetes we support, and (None) the newest schemas the package ships.
+KUBE_VERSIONS = ["1.29.0", None]
+
+
+@pytest.mark.parametrize("version", KUBE_VERSIONS, ids=lambda v: v or "newest")
+def test_manifests_match_the_official_schemas(version: str | None) -> None:
+    """``kubernetes-validate --strict``: the API server's own OpenAPI schemas,
+    shipped in the package (no network), with unknown fields rejected."""
+    resources = api_resources()
+    files = sorted({str(path) for path, _ in resources})
+    command = [kubernetes_validate(), "--strict", *(["-k", version] if version else []), *files]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=KUBE)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    # A kind without a schema is only a WARN with exit 0: insist that every
+    # object was really checked.
+    passed = re.findall(r"^INFO (\S+) passed for resource (\S+) against version", output, re.M)
+    expected = [
+        (str(path), f"{doc['kind'].lower()}/{doc['metadata']['name']}") for path, doc in resources
+    ]
+    assert sorted(passed) == sorted(expected), output
+    assert "WARN" not in output and "ERROR" not in output, output
+
+
+def test_strict_schema_validation_catches_a_misspelt_field(tmp_path: Path) -> None:
+    """The check above can fail: a field the API server would silently drop."""
+    deployment = kube("Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    pod["terminationGracePeriod"] = pod.pop("terminationGracePeriodSeconds")
+    broken = tmp_path / "deployment.yaml"
+    broken.write_text(yaml.safe_dump(deployment))
+    tool = kubernetes_validate()
+    strict = subprocess.run(
+        [tool, "--strict", str(broken)], capture_output=True, text=True, timeout=60
+    )
+    assert strict.returncode != 0
+    assert "terminationGracePeriod" in strict.stdout + strict.stderr
+    lax = subprocess.run([tool, str(broken)], capture_output=True, text=True, timeout=60)
+    assert lax.returncode == 0, "only --strict rejects unknown fields"
+
+
+# systemd ------------------------------------------------------------------------
+
+SYSTEMD = DEPLOY / "systemd"
+SERVICE = SYSTEMD / "fastagentic.service"
+SOCKET = SYSTEMD / "fastagentic.socket"
+# Where docs/deploying.md installs the venv; the copies verified here point at ours.
+UNIT_PYTHON = "/opt/fastagentic/venv/bin/python"
+# A few seconds of slack after the supervisor's own deadline, for the exit itself.
+STOP_SLACK = 3
+# What systemd gives a system service when the unit sets no PATH.
+SYSTEMD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def unit_entries(path: Path) -> list[tuple[str, str, str]]:
+    """(section, key, value) in file order, the way systemd reads a unit file:
+    ``#`` and ``;`` comments, a trailing backslash continues the line, and a
+    key may repeat (list settings add up; an empty value resets them)."""
+    entries: list[tuple[str, str, str]] = []
+    section = ""
+    pending = ""
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not pending and (not line or line[0] in "#;"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and section, f"{path.name}: {raw!r} is not KEY=VALUE inside a [Section]"
+        entries.append((section, key.strip(), value.strip()))
+    assert not pending, f"{path.name} ends inside a continuation line"
+    return entries
+
+
+def unit_values(path: Path, section: str, key: str) -> list[str]:
+    values: list[str] = []
+    for sec, name, value in unit_entries(path):
+        if (sec, name) == (section, key):
+            values = [] if value == "" else [*values, value]
+    return values
+
+
+def unit_value(path: Path, section: str, key: str) -> str:
+    """A single-valued setting: the last assignment wins, as in systemd."""
+    matches = [v for s, k, v in unit_entries(path) if (s, k) == (section, key)]
+    assert matches, f"{path.name}: no {key}= in [{section}]"
+    return matches[-1]
+
+
+def unit_env(path: Path = SERVICE) -> dict[str, str]:
+    """Environment= lines (each may hold several quoted assignments)."""
+    env: dict[str, str] = {}
+    for value in unit_values(path, "Service", "Environment"):
+        for assignment in shlex.split(value):
+            name, sep, setting = assignment.partition("=")
+            assert sep, f"Environment={value!r}: use NAME=VALUE"
+            env[name] = setting
+    return env
+
+
+def exec_start() -> list[str]:
+    (line,) = unit_values(SERVICE, "Service", "ExecStart")
+    return shlex.split(line)
+
+
+def seconds(value: str) -> float:
+    """systemd time spans as we write them: "40", "40s", "2min", "1min 30s"."""
+    units = {"": 1, "s": 1, "sec": 1, "min": 60, "m": 60, "h": 3600, "ms": 0.001}
+    total = 0.0
+    for number, unit in re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]*)", value):
+        assert unit in units, f"{value!r}: unknown unit {unit!r}"
+        total += float(number) * units[unit]
+    return total
+
+
+def systemd_analyze() -> str:
+    tool = shutil.which("systemd-analyze")
+    if tool is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
+    return tool
+
+
+def verifiable_units(tmp_path: Path, service_text: str | None = None) -> list[Path]:
+    """Copies of the units under their own names (the socket finds its service
+    by name) whose ExecStart runs our python: verify checks that it exists."""
+    assert exec_start()[0] == UNIT_PYTHON
+    assert Path(sys.executable).is_file()
+    text = SERVICE.read_text() if service_text is None else service_text
+    service = tmp_path / SERVICE.name
+    service.write_text(text.replace(UNIT_PYTHON, sys.executable))
+    socket_unit = tmp_path / SOCKET.name
+    socket_unit.write_text(SOCKET.read_text())
+    return [service, socket_unit]
+
+
+def analyze_verify(units: list[Path]) -> subprocess.CompletedProcess[str]:
+    # --man=no: Documentation= man pages need not be installed here;
+    # --recursive-errors=no: judge our units, not the host's targets.
+    return subprocess.run(
+        [systemd_analyze(), "verify", "--man=no", "--recursive-errors=no", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own parser and loader, without systemd as PID 1: it loads both
+    units and their dependencies, checks every key, the executables, and that
+    the socket has a service to start."""
+    done = analyze_verify(verifiable_units(tmp_path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # An unknown or misspelt key is only a warning with exit 0.
+    assert done.stdout == "" and done.stderr == "", done.stdout + done.stderr
+
+
+def test_systemd_analyze_verify_catches_mistakes(tmp_path: Path) -> None:
+    """The check above can fail, in each of the ways it is there for."""
+    text = SERVICE.read_text()
+    misspelt = analyze_verify(
+        verifiable_units(tmp_path, text.replace("KillMode=mixed", "KilMode=mixed"))
+    )
+    assert "Unknown key 'KilMode'" in misspelt.stderr, misspelt.stderr
+    missing = analyze_verify(
+        verifiable_units(tmp_path, text.replace(UNIT_PYTHON, "/nonexistent/python"))
+    )
+    assert missing.returncode != 0
+    assert "/nonexistent/python" in missing.stdout + missing.stderr
+    (tmp_path / "alone").mkdir()
+    alone = tmp_path / "alone" / SOCKET.name
+    alone.write_text(SOCKET.read_text())
+    orphan = analyze_verify([alone])
+    assert orphan.returncode != 0
+    assert "fastagentic.service not loaded" in orphan.stdout + orphan.stderr
+
+
+def test_service_hardening_exposure(tmp_path: Path) -> None:
+    """`systemd-analyze security` rates the sandbox from 0 (locked down) to 10;
+    systemd calls below 2 "OK". --threshold is in tenths."""
+    service = verifiable_units(tmp_path)[0]
+    done = subprocess.run(
+        [systemd_analyze(), "security", "--offline=yes", "--threshold=20", str(service)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    score = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert score, done.stdout + done.stderr
+    assert done.returncode == 0, f"exposure {score.group(1)}:\n{done.stdout}"
+
+
+def test_service_unit_contract() -> None:
+    def service(key: str) -> str:
+        return unit_value(SERVICE, "Service", key)
+
+    assert service("Type") == "notify"
+    # Workers must not notify: only the main pid is believed.
+    assert service("NotifyAccess") == "main"
+    # SIGTERM reaches the supervisor alone; it drains its workers itself.
+    assert service("KillMode") == "mixed"
+    assert service("KillSignal") == "SIGTERM"
+    assert unit_values(SERVICE, "Service", "ExecReload") == ["/bin/kill -HUP $MAINPID"]
+    assert service("Restart") == "on-failure"
+    config = supervisor_config(unit_env())
+    assert seconds(service("TimeoutStopSec")) >= (
+        config.timeout_graceful + DRAIN_MARGIN + STOP_SLACK
+    ), "systemd would SIGKILL a drain the supervisor still runs"
+    assert seconds(service("TimeoutStartSec")) > config.timeout_boot, (
+        "the supervisor's boot verdict must come before systemd's"
+    )
+    prevented = {int(code) for code in service("RestartPreventExitStatus").split()}
+    assert prevented == {EXIT_USAGE, EXIT_APP_LOAD_ERROR}
+    assert EXIT_WORKER_BOOT_ERROR not in prevented, "a dependency may come up later"
+    # The watchdog is opt-in: present, commented out.
+    assert not unit_values(SERVICE, "Service", "WatchdogSec")
+    assert re.search(r"^#WatchdogSec=\d+", SERVICE.read_text(), re.M)
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "PrivateTmp": "yes",
+        "ProtectHome": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
+        assert service(key) == value, key
+    assert service("User") != "root"
+    assert unit_value(SERVICE, "Install", "WantedBy") == "multi-user.target"
+
+
+def test_service_environment_is_a_valid_supervisor_config() -> None:
+    env = unit_env()
+    config = supervisor_config(env)
+    assert config.timeout_keep_alive > LB_IDLE_TIMEOUT
+    assert env["SUPERVISOR_WORKERS"] == "auto"
+    # The pid file and the control socket live in the RuntimeDirectory, the one
+    # place ProtectSystem=strict lets the service write.
+    run_dir = Path("/run") / unit_value(SERVICE, "Service", "RuntimeDirectory")
+    assert config.pid is not None and Path(config.pid).parent == run_dir
+    assert config.control_socket is not None and Path(config.control_socket).parent == run_dir
+    assert unit_value(SERVICE, "Service", "RuntimeDirectoryMode") == "0750"
+    assert exec_start()[1:] == ["-m", "supervisor", "app.main:app"]
+
+
+def test_socket_unit_matches_the_service() -> None:
+    config = supervisor_config(unit_env())
+    (listen,) = unit_values(SOCKET, "Socket", "ListenStream")
+    assert int(listen.rsplit(":", 1)[-1]) == config.port
+    assert int(unit_value(SOCKET, "Socket", "Backlog")) == config.backlog
+    assert unit_value(SOCKET, "Socket", "Accept") == "no", "one listener for one supervisor"
+    # The socket starts the service of its own name.
+    assert not unit_values(SOCKET, "Socket", "Service")
+    assert SOCKET.stem == SERVICE.stem
+    assert SOCKET.name in unit_value(SERVICE, "Unit", "After")
+    assert unit_value(SOCKET, "Install", "WantedBy") == "sockets.target"
+
+
+class ActivatedSupervisor(LoggedProcess):
+    """The unit's ExecStart under systemd-socket-activate, which does what the
+    socket unit does: it listens, waits for the first connection, then execs
+    the service with the socket as fd 3 and LISTEN_FDS/LISTEN_PID set, in a
+    clean environment holding only what the unit's Environment= lines say."""
+
+    name = "socket-activated supervisor"
+
+    def __init__(self, tmp_path: Path, env: dict[str, str], port: int) -> None:
+        tool = shutil.which("systemd-socket-activate")
+        if tool is None:
+            pytest.skip("systemd-socket-activate is not installed (apt-get install systemd)")
+        argv = [sys.executable, *exec_start()[1:-1], "tests.apps.hello:app", "--app-dir", str(REPO)]
+        setenv = [f"--setenv={name}={value}" for name, value in env.items()]
+        command = [tool, f"--listen=127.0.0.1:{port}", *setenv, *argv]
+        self._start(command, tmp_path / "activated.log")
+
+    def _start(self, command: list[str], log_path: Path, *args: Any, **kwargs: Any) -> None:
+        # Not LoggedProcess._start: that one adds the test's environment.
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+            env={}, cwd=REPO,
+        )  # fmt: skip
+
+
+Activated = tuple[ActivatedSupervisor, dict[str, str], int, NotifySocket]
+
+
+def live_children(pid: int) -> set[int]:
+    """Child pids that are not zombies; a worker may exit while we look."""
+    alive = set()
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.add(child.pid)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+@pytest.fixture
+def activated(tmp_path: Path) -> Iterator[Activated]:
+    notify = NotifySocket(tmp_path / "notify.sock")  # what systemd passes as NOTIFY_SOCKET
+    run_dir = tmp_path / "run"  # what RuntimeDirectory= creates
+    run_dir.mkdir(mode=0o750)
+    app_env = tmp_path / "app.env"  # /etc/fastagentic/app.env
+    app_env.write_text("")
+    env = {"PATH": SYSTEMD_PATH}
+    for name, value in unit_env().items():
+        moved = value.replace("/run/fastagentic", str(run_dir))
+        env[name] = str(app_env) if name == "SUPERVISOR_ENV_FILE" else moved
+    env["SUPERVISOR_WORKERS"] = "2"  # this machine's CPU count is not the point here
+    env.update(notify.env)
+    port = free_port()
+    process = ActivatedSupervisor(tmp_path, env, port)
+    try:
+        yield process, env, port, notify
+    finally:
+        process.stop()
+        notify.close()
+
+
+def test_unit_serves_under_socket_activation_reloads_and_drains(activated: Activated) -> None:
+    process, env, port, notify = activated
+    url = f"http://127.0.0.1:{port}"
+    # The first request is what starts the service; it waits in the backlog
+    # of the socket systemd holds until a worker accepts it.
+    first = httpx.get(url + "/health", timeout=30)
+    assert first.status_code == 200, process.log()
+    pid = process.pid
+    log = process.log()
+    assert f"Execing {sys.executable}" in log
+    # Only the inherited socket: SUPERVISOR_HOST/PORT are not bound beside it.
+    assert re.findall(r"Listening at (\S+)", log) == [url], log
+    # The operator's command from docs/deploying.md, on the unit's control socket.
+    control = env["SUPERVISOR_CONTROL_SOCKET"]
+    status = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", "--control-socket", control],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=REPO,
+    )
+    assert status.returncode == 0, status.stderr
+    assert f"supervisor {pid}" in status.stdout and "workers 2/2" in status.stdout, status.stdout
+    assert Path(env["SUPERVISOR_PID"]).read_text().strip() == str(pid)
+    before = live_children(pid)
+    # ExecReload, as systemd runs it with $MAINPID filled in.
+    (reload_line,) = unit_values(SERVICE, "Service", "ExecReload")
+    reload = shlex.split(reload_line.replace("$MAINPID", str(pid)))
+    subprocess.run(reload, check=True, timeout=10)
+
+    def rolled() -> bool:
+        children = live_children(pid)
+        return len(children) == 2 and not children & before
+
+    wait_for(rolled, 30, f"a rolling restart after {reload_line}\n{process.log()}")
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+    # systemctl stop: KillSignal to the main pid only (KillMode=mixed).
+    os.kill(pid, getattr(signal, unit_value(SERVICE, "Service", "KillSignal")))
+    stop_budget = seconds(unit_value(SERVICE, "Service", "TimeoutStopSec"))
+    assert process.wait_exit(stop_budget) == 0, process.log()
+    assert not Path(env["SUPERVISOR_PID"]).exists()
+    # NotifyAccess=main: whatever reached the notify socket came from the
+    # supervisor, never from a worker.
+    assert {message.pid for message in notify.drain()} <= {pid}
+
+
+def test_deploying_doc_names_real_settings() -> None:
+    """Every SUPERVISOR_* variable docs/deploying.md tells people to set exists."""
+    named = set(
+        re.findall(
+            r"\b(SUPERVISOR_[A-Z][A-Z_]*[A-Z])\b", (REPO / "docs" / "deploying.md").read_text()
+        )
+    )
+    unknown = sorted(
+        name
+        for name in named - SUPERVISOR_EXTRA_VARS
+        if name.removeprefix(ENV_PREFIX).lower() not in FIELD_NAMES
+    )
+    assert named and not unknown, f"not supervisor options (see --help): {unknown}"

@@ -1,1 +1,1 @@
-"""System helpers both sides use: sockets, cgroups, exits, files and places, signals."""
+"""System helpers both sides use: sockets, cgroups, exits, files and places, signals, sd_notify."""
