@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -25,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,13 @@ from typing import Any
 import httpx
 import psutil
 
+from tests.e2e.gunicorn_probes import ACTIONS, PROBES, name_of, outputs
+from tests.e2e.gunicorn_setup import Certs, python_for
 from tests.supervisor_process import REPO, free_port, wait_for
 
 APP = "tests.apps.hello:app"
 CONFIGS = REPO / "tests" / "gunicorn_configs"
 UVICORN_WORKER = "uvicorn_worker.UvicornWorker"
-FORWARDED_FOR = "203.0.113.9"
-PROXY_PEER = "127.0.0.2"  # a loopback peer that is not 127.0.0.1, so not trusted by default
 WARNING = re.compile(
     r"\[WARN(?:ING)?\]|\bWARNING\b|\bWarning: |\w+Warning: |\"level(?:name)?\": \"warn", re.I
 )
@@ -68,6 +67,7 @@ class Case:
     starts: bool = True  # False: gunicorn refuses this config
     must_warn: str | None = None  # a regex the supervisor's start-up warnings must match
     expect: Mapping[str, Any] = field(default_factory=dict)  # facts() gunicorn must show
+    not_compared: tuple[str, ...] = ()  # hook facts ("proc.gid") where gunicorn is wrong
 
     @property
     def path(self) -> Path:
@@ -101,66 +101,6 @@ class Observed:
         return json.dumps(data, indent=1, default=str) + "\n" + json.dumps(tails, indent=1)
 
 
-@dataclass(frozen=True)
-class Certs:
-    """A CA, a server certificate for 127.0.0.1 and a client certificate (trustme)."""
-
-    directory: Path
-
-    @classmethod
-    def make(cls, directory: Path) -> Certs:
-        import trustme
-
-        ca = trustme.CA()
-        directory.mkdir(parents=True, exist_ok=True)
-        ca.cert_pem.write_to_path(str(directory / "ca.pem"))
-        server = ca.issue_cert("127.0.0.1", "localhost")
-        server.private_key_pem.write_to_path(str(directory / "server.key"))
-        server.cert_chain_pems[0].write_to_path(str(directory / "server.pem"))
-        client = ca.issue_cert("client@corpus.test")
-        client.private_key_and_cert_chain_pem.write_to_path(str(directory / "client.pem"))
-        for path in [directory, *directory.iterdir()]:
-            path.chmod(0o755 if path.is_dir() else 0o644)  # a worker running as nobody reads them
-        return cls(directory)
-
-    def env(self) -> dict[str, str]:
-        names = {"CERTFILE": "server.pem", "KEYFILE": "server.key", "CA_CERTS": "ca.pem"}
-        return {key: str(self.directory / name) for key, name in names.items()}
-
-    def client_context(self, with_cert: bool) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=str(self.directory / "ca.pem"))
-        if with_cert:
-            context.load_cert_chain(str(self.directory / "client.pem"))
-        return context
-
-
-def python_for(case: Case) -> str:
-    """An interpreter whose standard library a worker can still import after dropping root.
-
-    A worker that switched to nobody imports lazily (uvicorn's protocol modules, the
-    app). When this interpreter lives under /root (pyenv), nobody cannot read its
-    stdlib, so use the system's interpreter of the same version with our site-packages.
-    """
-    if not case.drops_privileges or _world_readable(Path(sys.base_prefix)):
-        return sys.executable
-    version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    system = shutil.which(version, path="/usr/bin:/usr/local/bin")
-    if system is None or not _world_readable(Path(system).resolve().parent):
-        raise RuntimeError(f"no {version} outside {sys.base_prefix} that nobody can run")
-    venv = Path(tempfile.gettempdir()) / f"gunicorn-corpus-{version}"
-    if not (venv / "bin" / "python").exists():
-        subprocess.run([system, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=60)
-    site = next((venv / "lib").glob("python*/site-packages"))
-    ours = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
-    # addsitedir (not a bare path line) so that our .pth files, the editable install's, run.
-    (site / "corpus-venv.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
-    return str(venv / "bin" / "python")
-
-
-def _world_readable(path: Path) -> bool:
-    return all(p.stat().st_mode & 0o005 == 0o005 for p in [path, *path.parents])
-
-
 def command(server: str, case: Case, python: str) -> list[str]:
     config = str(case.path)
     if server == "supervisor":
@@ -192,6 +132,8 @@ class Client:
             return client.get(f"{scheme}://127.0.0.1:{self.port}{path}", **kwargs)
 
     def serves(self) -> str | None:
+        if self.case.uds and not (self.workdir / self.case.uds).exists():
+            return None  # httpcore leaks the socket of a failed unix-socket connect
         for scheme in ("https", "http") if self.case.tls else ("http", "https"):
             with contextlib.suppress(httpx.HTTPError, ssl.SSLError, OSError):
                 if self.get("/", scheme, timeout=2).status_code == 200:
@@ -403,21 +345,14 @@ def _exercise(run: Run) -> None:
 
 
 def _sizes(run: Run) -> dict[Path, int]:
-    return {path: path.stat().st_size for path in _outputs(run.workdir)}
-
-
-def _outputs(workdir: Path) -> Iterator[Path]:
-    for path in sorted(workdir.rglob("*")):
-        skip = path.name in ("hooks.jsonl",) or path.suffix in (".sock", ".db", ".pid")
-        if path.is_file() and not skip and "prometheus" not in path.parts:
-            yield path
+    return {path: path.stat().st_size for path in outputs(run.workdir)}
 
 
 def _collect(run: Run) -> None:
     observed = run.observed
     observed.hooks = run.hook_entries()
     sizes = getattr(run, "sizes", {})
-    for path in _outputs(run.workdir):
+    for path in outputs(run.workdir):
         name = path.name if path.name in ("stdout", "stderr") else f"file:{path.name}"
         data = path.read_bytes()
         text = data.decode(errors="replace")
@@ -426,8 +361,9 @@ def _collect(run: Run) -> None:
         observed.warnings += [
             line
             for line in boot.splitlines()
-            # A plain-HTTP server answering the test's TLS probe says so; "serves" tells already.
-            if WARNING.search(line) and not (run.case.tls and "Invalid HTTP request" in line)
+            # Per request, not start-up: a plain-HTTP server answering the test's TLS probe
+            # (where "serves" tells already), or a stray client on a reused port.
+            if WARNING.search(line) and "Invalid HTTP request" not in line
         ]
         observed.errors += [line for line in boot.splitlines() if ERROR.search(line)]
         lines = [line for line in text.splitlines() if run.token in line]
@@ -446,119 +382,9 @@ def _process(pid: int) -> dict[str, Any]:
         return {"pid": pid, "gone": True}
     return {
         "pid": pid,
-        "user": _name(uid),
+        "user": name_of(uid),
         "uid": uid,
         "gid": gid,
         "umask": umask,
         "title": title,
     }
-
-
-def _name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return str(uid)
-
-
-# Probes: what a setting changes that the hook log and the access log do not show ---------
-
-
-def _status(run: Run, path: str, **kwargs: Any) -> Any:
-    try:
-        return run.client.get(path, run.observed.serves or "http", **kwargs).status_code
-    except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
-        return type(exc).__name__
-
-
-def _forwarded(run: Run) -> str:
-    token = run.token + "-fwd"
-    headers = {"X-Forwarded-For": FORWARDED_FOR}
-    with contextlib.suppress(httpx.HTTPError, ssl.SSLError, OSError):
-        run.client.get(f"/?probe={token}", run.observed.serves or "http", headers=headers,
-                       local_address=PROXY_PEER)  # fmt: skip
-    time.sleep(0.5)  # access lines are written in batches
-    for path in _outputs(run.workdir):
-        for line in path.read_text(errors="replace").splitlines():
-            if token in line:
-                return "forwarded client" if FORWARDED_FOR in line else "peer address"
-    return "no access line"
-
-
-def _socket_mode(run: Run) -> str:
-    info = (run.workdir / (run.case.uds or "app.sock")).stat()
-    return f"{oct(info.st_mode & 0o777)} {_name(info.st_uid)}"
-
-
-def _server_header(run: Run) -> str:
-    try:
-        return run.client.get("/", run.observed.serves or "http").headers.get("server", "<none>")
-    except (httpx.HTTPError, ssl.SSLError, OSError) as exc:
-        return type(exc).__name__
-
-
-PROBES: dict[str, Callable[[Run], Any]] = {
-    "long_request_line": lambda run: _status(run, "/?pad=" + "a" * 2000),
-    "many_headers": lambda run: _status(run, "/", headers={f"x-h{i}": "1" for i in range(40)}),
-    "large_header": lambda run: _status(run, "/", headers={"x-big": "b" * 1000}),
-    "forwarded": _forwarded,
-    "blocked_3s_with_timeout": lambda run: _status(run, "/block?s=3", timeout=15),
-    "env_APP_MODE": lambda run: run.client.get("/env?name=APP_MODE", "http").text,
-    "without_client_cert": lambda run: _status(run, "/", with_cert=False),
-    "socket_mode": _socket_mode,
-    "server_header": _server_header,
-}
-
-
-# Actions --------------------------------------------------------------------------------
-
-
-def _replace_one(run: Run, sig: signal.Signals) -> None:
-    before = run.workers()
-    if not before:
-        return
-    victim = min(before)
-    os.kill(victim, sig)
-    run.wait_workers(lambda pids: victim not in pids and len(pids) == len(before), timeout=10)
-
-
-def _hup(run: Run) -> None:
-    old = run.workers()
-    os.kill(run.master, signal.SIGHUP)
-    # gunicorn goes back to the config's worker count on SIGHUP, after TTIN/TTOU too.
-    run.wait_workers(lambda pids: bool(pids) and not pids & old, timeout=30)
-
-
-def _scale(run: Run, sig: signal.Signals, delta: int) -> None:
-    want = len(run.workers()) + delta
-    os.kill(run.master, sig)
-    run.wait_workers(lambda pids: len(pids) == want)
-
-
-def _usr2(run: Run) -> None:
-    os.kill(run.master, signal.SIGUSR2)
-    with contextlib.suppress(AssertionError):
-        wait_for(lambda: any(h["hook"] == "pre_exec" for h in run.hook_entries()), 10, "pre_exec")
-    time.sleep(3)  # the new master boots its workers beside the old ones
-
-
-def _recycle(run: Run) -> None:
-    """Requests until max_requests retires a worker and a new one serves (at most 300)."""
-    old = run.workers()
-    for _ in range(300):
-        with contextlib.suppress(httpx.HTTPError, ssl.SSLError, OSError):
-            run.client.get("/", run.observed.serves or "http")
-        if run.workers() - old:
-            break
-    run.wait_workers(lambda pids: len(pids) == len(old) and bool(pids - old))
-
-
-ACTIONS: dict[str, Callable[[Run], None]] = {
-    "recycle": _recycle,
-    "hup": _hup,
-    "ttin": lambda run: _scale(run, signal.SIGTTIN, +1),
-    "ttou": lambda run: _scale(run, signal.SIGTTOU, -1),
-    "int_worker": lambda run: _replace_one(run, signal.SIGINT),
-    "abrt_worker": lambda run: _replace_one(run, signal.SIGABRT),
-    "usr2": _usr2,
-}

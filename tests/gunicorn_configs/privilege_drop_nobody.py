@@ -4,6 +4,8 @@
 # post_fork and before loading the app, so post_fork still runs as root and
 # post_worker_init already as nobody. umask is used only for the files gunicorn itself
 # makes (unix sockets, worker heartbeat files): the processes keep the inherited umask.
+# With initgroups = True gunicorn calls os.initgroups() and never os.setgid(): the workers
+# get nobody's supplementary groups but keep the effective gid 0 (root's group).
 import os
 
 from tests.gunicorn_configs._hooklog import record

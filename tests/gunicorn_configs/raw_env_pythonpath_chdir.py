@@ -17,6 +17,10 @@ pythonpath = os.path.join(_workdir, "vendor") + "," + os.path.join(_workdir, "li
 raw_env = ["APP_MODE=corpus", "DJANGO_SETTINGS_MODULE=app.settings.prod", "EMPTY="]
 
 
+def post_fork(server, worker):
+    record("post_fork", server, worker, env=["APP_MODE"])
+
+
 def post_worker_init(worker):
     import sys
 
