@@ -104,12 +104,15 @@ def check_workers(config: Config) -> None:
         logger.warning("%s", verdict.message)
 
 
-def _log_start(config: Config, listeners: list[socket.socket]) -> None:
+def _log_start(
+    config: Config, listeners: list[socket.socket], metrics_listener: socket.socket | None
+) -> None:
     logger.info("Starting supervisor %s (pid %d) for %s", __version__, os.getpid(), config.app)
     for sock in listeners:
         logger.info("Listening at %s", sockets.describe(sock))
-    if config.metrics_bind:
-        logger.info("Metrics at http://%s/metrics", config.metrics_bind)
+    if metrics_listener is not None:
+        # The bound address, so ":0" in --metrics-bind shows the port it got.
+        logger.info("Metrics at %s/metrics", sockets.describe(metrics_listener))
     limits = []
     if config.max_requests:
         limits.append(f"max-requests {config.max_requests}+{config.max_requests_jitter}")
@@ -206,7 +209,7 @@ def run_config(
             raise
         logger.error("%s", exc)
         return exc.exit_code
-    _log_start(config, started.listeners)
+    _log_start(config, started.listeners, started.metrics_listener)
     try:
         code = _serve(config, started, invocation)
     finally:

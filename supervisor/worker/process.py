@@ -32,6 +32,18 @@ def _remember_stop(sig: int, frame: object) -> None:
     early_stop = early_stop or sig
 
 
+# Signals meant for the supervisor that reach a worker too (`pkill -HUP -f
+# supervisor`, a terminal's hangup or job control sent to the whole group):
+# by default they would kill (HUP, USR2) or stop (TTIN, TTOU) every worker at
+# once. A Python no-op rather than SIG_IGN, so programs the app starts get the
+# defaults back at exec.
+SUPERVISOR_ONLY_SIGNALS = (signal.SIGHUP, signal.SIGUSR2, signal.SIGTTIN, signal.SIGTTOU)
+
+
+def _not_for_workers(sig: int, frame: object) -> None:
+    pass
+
+
 def reset(supervisor_pid: int, keep: set[int]) -> None:
     """Undo what fork copied from the supervisor."""
     # Python 3.11 does not reset asyncio's running loop in a forked child.
@@ -49,6 +61,8 @@ def reset(supervisor_pid: int, keep: set[int]) -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _remember_stop)
     signal.signal(signal.SIGQUIT, _remember_stop)
+    for sig in SUPERVISOR_ONLY_SIGNALS:
+        signal.signal(sig, _not_for_workers)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
     _die_with_parent(supervisor_pid)
     _close_inherited_fds(keep)

@@ -285,3 +285,62 @@ def test_boot_failures_after_serving_are_retried_with_backoff(
     wait_for(lambda: len(sup.serving_pids()) == 2, 30, interval=0.2, message=sup.log())
     assert get(sup, "/").status_code == 200
     wait_for(lambda: metric(url, "supervisor_boot_failing") == 0, 5)
+
+
+# Signals meant for the supervisor, sent to the whole group, stop no worker at once -----
+
+
+@pytest.mark.parametrize(
+    ("sig", "serving"),
+    [
+        (signal.SIGTTIN, 3),
+        (signal.SIGTTOU, 1),
+        pytest.param(signal.SIGUSR2, 2, marks=pytest.mark.xfail(reason="USR2: issue 20")),
+    ],
+)
+def test_supervisor_signals_sent_to_the_group_leave_workers_serving(
+    start_supervisor: StartSupervisor, sig: signal.Signals, serving: int
+) -> None:
+    # `pkill -TTIN -f supervisor`, `kill -TTOU -- -$PGID`, a terminal's job control: by
+    # default these kill (USR2) or stop (TTIN, TTOU) every worker in the group at once.
+    sup = start_supervisor(FAULTY, "-w", "2")
+    before = sup.wait_serving(2)
+    os_killpg(sup, sig)
+    time.sleep(1.0)
+    for pid in before:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            assert psutil.Process(pid).status() != psutil.STATUS_STOPPED, sig.name
+    assert len(sup.wait_serving(serving)) == serving  # the supervisor did what it means
+    assert get(sup, "/").status_code == 200
+
+
+def test_sighup_to_the_group_is_a_rolling_restart_not_an_outage(
+    start_supervisor: StartSupervisor,
+) -> None:
+    sup = start_supervisor(FAULTY, "-w", "2")
+    before = sup.wait_serving(2)
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not stop.is_set():
+                try:
+                    client.get(sup.url + "/")
+                except httpx.HTTPError as exc:
+                    failures.append(repr(exc))
+
+    thread = in_background(load)
+    time.sleep(0.3)
+    os_killpg(sup, signal.SIGHUP)  # the terminal closed: supervisor and workers get it
+    wait_for(lambda: not (sup.serving_pids() & before), 15, message=sup.log())
+    stop.set()
+    thread.join(10)
+    assert failures == []
+    assert len(sup.wait_serving(2)) == 2
+
+
+def os_killpg(sup: SupervisorProcess, sig: int) -> None:
+    import os
+
+    os.killpg(os.getpgid(sup.pid), sig)
