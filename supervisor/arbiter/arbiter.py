@@ -192,7 +192,7 @@ class Arbiter:
 
     def _start_readers(self, worker: WorkerRecord) -> None:
         assert self.loop.tasks is not None
-        self.loop.tasks.start_soon(channels.read, worker, self.on_message, self.reconcile)
+        channels.watch(worker, self.on_message, self.reconcile)
         if worker.output is not None:
             self.loop.tasks.start_soon(outputs.read_output, worker)
 
