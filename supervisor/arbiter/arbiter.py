@@ -278,7 +278,6 @@ class Arbiter:
             self.on_exit(worker, status)
 
     def on_exit(self, worker: WorkerRecord, status: int) -> None:
-        self.probe.forget(worker.pid)
         channels.drain(worker, self.on_message)
         outputs.relay_output(worker)
         outputs.log_stack_dump(worker)

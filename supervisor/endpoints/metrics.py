@@ -16,7 +16,7 @@ from collections.abc import Callable
 from supervisor.endpoints import server as endpoint
 from supervisor.errors import BindError, ConfigError
 from supervisor.pool import PoolSnapshot, Reason, WorkerState
-from supervisor.system import sockets
+from supervisor.system import memory, sockets
 from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
 
 logger = logging.getLogger("supervisor")
@@ -137,12 +137,7 @@ def _log_families(out: _Writer, stats: dict[str, float]) -> None:
 
 
 def _own_rss() -> int:
-    import psutil  # noqa: PLC0415 - off the start-up path
-
-    try:
-        return int(psutil.Process(os.getpid()).memory_info().rss)
-    except psutil.Error:
-        return 0
+    return memory.rss(os.getpid()) or 0
 
 
 # The endpoint ----------------------------------------------------------------
