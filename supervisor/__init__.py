@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from supervisor._version import __version__
+from supervisor.notice import DRAIN_EXTENSION, DrainNotice, draining, is_draining
 
-__all__ = ["__version__", "run"]
+__all__ = ["DRAIN_EXTENSION", "DrainNotice", "__version__", "draining", "is_draining", "run"]
 
 if TYPE_CHECKING:
     from supervisor.api import run

@@ -18,6 +18,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from supervisor import logs
 from supervisor.config import Config
+from supervisor.notice import WithDrainNotice
 from supervisor.system import places
 from supervisor.worker.access import DefaultLine, FormattedLine, JsonLine, LineMaker
 from supervisor.worker.asgi_layer import ObservedApp
@@ -149,7 +150,9 @@ def observe(
         app = ObservedApp(raw_app, observer, observed.in_flight)
     if config.proxy_headers:
         app = ProxyHeadersMiddleware(app, trusted_hosts=uv_config.forwarded_allow_ips)
-    uv_config.loaded_app = app
+    # WebSocket and lifespan scopes (and HTTP ones off the fast path) get the drain
+    # notice here; the fast path's HTTP scopes get it from the protocol.
+    uv_config.loaded_app = WithDrainNotice(app, drain.notice)
     return observed
 
 

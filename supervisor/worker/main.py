@@ -99,10 +99,7 @@ def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
         return EXIT_APP_LOAD_ERROR
     logs.adopt_app_logging()  # the app may have run dictConfig at import (Django does)
 
-    drain = DrainState()
-    hook = getattr(app, "on_drain", None)
-    if callable(hook):
-        drain.hooks.append(hook)
+    drain = DrainState()  # the app hears of a drain through the notice (supervisor.notice)
     uv_config = uvicorn_config(config, app)
     observed = assemble.observe(uv_config, config, drain, start.supervisor_pid)
     startup_errors = logs.StartupErrorBuffer("uvicorn.error")

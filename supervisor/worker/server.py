@@ -74,6 +74,7 @@ class WorkerServer(uvicorn.Server):
         self.loop_lag = (loop_lag_ms or 0) / 1000
         self._last_tick = 0.0
         self.reopen_logs = False
+        self.drain_requested = False  # SIGTERM: leave the main loop and drain
         self.accepting = True
         self.recycle: str | None = None  # asked of the supervisor: "fd-limit", "memory-hard"
         self.fd_ceiling = _fd_ceiling()
@@ -105,7 +106,13 @@ class WorkerServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def _handle_term(self, sig: int, frame: FrameType | None) -> None:
-        self.should_exit = True
+        # A drain is not an exit: libraries that watch uvicorn's should_exit (sse-starlette
+        # finds it through this bound handler) cancel their streams the moment it is set.
+        # It is set when the drain window ends; the app gets the drain notice at once.
+        if self.started:
+            self.drain_requested = True
+        else:
+            self.should_exit = True  # still starting: nothing is open yet
 
     def _handle_usr1(self, sig: int, frame: FrameType | None) -> None:
         self.reopen_logs = True  # done on the next tick, outside the handler
@@ -128,14 +135,14 @@ class WorkerServer(uvicorn.Server):
             self.channel.send(Ready(boot_ms=boot_ms))
 
     async def on_tick(self, counter: int) -> bool:
-        should_exit = await super().on_tick(counter)
+        should_exit = await super().on_tick(counter) or self.drain_requested
         if self.loop_lag:
             self._check_loop_lag(time.perf_counter())  # the clock request times use
         if self.reopen_logs:
             self.reopen_logs = False
             logs.reopen()
             logger.info("Worker %d reopened its log files", os.getpid())
-        if os.getppid() != self.supervisor_pid and not self.should_exit:
+        if os.getppid() != self.supervisor_pid and not should_exit:
             logger.warning(
                 "Supervisor %d is gone; worker %d exits", self.supervisor_pid, os.getpid()
             )

@@ -1,0 +1,242 @@
+"""Long-lived connections through a rolling restart, with real clients and a real app.
+
+A FastAPI app (tests/apps/frameworks/longlived_app.py, behind a pure ASGI
+middleware) under the real supervisor; clients are the ``websockets``
+package and httpx streaming. On SIGHUP a draining worker keeps its
+WebSockets and streams for the drain window (``--timeout-graceful``), tells
+the app at once (the drain notice), and at the window's end closes what is
+left with 1012 (WebSockets) or a complete chunked body (streams). New
+connections meanwhile go to the new workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+import websockets
+
+from tests.conftest import StartSupervisor
+from tests.supervisor_process import SupervisorProcess, wait_for
+
+APP = "tests.apps.frameworks.longlived_app:asgi"
+BOOT_TIMEOUT = 30.0
+WINDOW = 3.0  # --timeout-graceful in these tests: short, and long enough to see
+PING_EVERY = 0.1
+ROLL_SLACK = 4.0  # SIGHUP -> an old worker starts draining (boot of its replacement)
+
+
+def start(start_supervisor: StartSupervisor, *args: str, workers: int = 2) -> SupervisorProcess:
+    sup = start_supervisor(APP, "-w", str(workers), "--timeout-graceful", str(WINDOW), *args)
+    sup.wait_serving(workers, timeout=BOOT_TIMEOUT)
+    return sup
+
+
+def ws_url(sup: SupervisorProcess, path: str) -> str:
+    return f"ws://127.0.0.1:{sup.port}{path}"
+
+
+@dataclass
+class Pinger:
+    """One WebSocket client pinging every 100 ms until the server closes it."""
+
+    pongs: int = 0
+    pids: set[int] = field(default_factory=set)
+    last_pong: float = 0.0
+    closed_at: float = 0.0
+    code: int | None = None  # None: still open; 1006: no close frame
+    reason: str = ""
+    notices: list[str] = field(default_factory=list)
+
+    async def run(self, url: str, opened: asyncio.Event | None = None) -> None:
+        async with websockets.connect(url, open_timeout=10) as ws:
+            if opened is not None:
+                opened.set()
+            try:
+                while True:
+                    await ws.send("ping")
+                    while True:  # a drain notice may come before the pong
+                        message = str(await asyncio.wait_for(ws.recv(), 5))
+                        if message.startswith("pong"):
+                            break
+                        self.notices.append(message)
+                    self.pongs += 1
+                    self.pids.add(int(message.split()[1]))
+                    self.last_pong = time.monotonic()
+                    await asyncio.sleep(PING_EVERY)
+            except websockets.ConnectionClosed as closed:
+                self.closed_at = time.monotonic()
+                self.code = closed.rcvd.code if closed.rcvd is not None else 1006
+                self.reason = closed.rcvd.reason if closed.rcvd is not None else ""
+
+
+async def wait_all(tasks: list[asyncio.Task[None]], timeout: float) -> None:
+    done, pending = await asyncio.wait(tasks, timeout=timeout)
+    assert not pending, f"{len(pending)} client(s) still open after {timeout}s"
+    for task in done:
+        task.result()  # a client that failed otherwise than by a close fails the test
+
+
+def draining(sup: SupervisorProcess, pids: set[int]) -> bool:
+    """Every one of ``pids`` has closed its listeners (its own "draining" line)."""
+    log = sup.log()
+    return all(f"Worker {pid} draining:" in log for pid in pids)
+
+
+def stopped_lines(sup: SupervisorProcess, pids: set[int]) -> dict[int, str]:
+    found = {}
+    for line in sup.log().splitlines():
+        match = re.search(r"Worker (\d+) stopped", line)
+        if match and int(match.group(1)) in pids:
+            found[int(match.group(1))] = line
+    return found
+
+
+def test_websockets_stay_open_through_a_roll_until_the_window_ends(
+    start_supervisor: StartSupervisor,
+) -> None:
+    """20 clients pinging every 100 ms through a SIGHUP: every one keeps getting pongs
+    until the drain window ends, then a 1012 close with a reason; none is reset, new
+    connections go to the new workers, and the roll ends within the window."""
+    sup = start(start_supervisor)
+    old = sup.serving_pids()
+
+    async def scenario() -> tuple[list[Pinger], float, Pinger]:
+        clients = [Pinger() for _ in range(20)]
+        tasks = [asyncio.ensure_future(c.run(ws_url(sup, "/ws"))) for c in clients]
+        try:
+            await asyncio.sleep(1.0)
+            assert all(c.pongs > 0 for c in clients), "every client pings before the roll"
+            hup = time.monotonic()
+            sup.signal(signal.SIGHUP)
+            await asyncio.to_thread(wait_for, lambda: draining(sup, old), 20.0, "old drain")
+            late = Pinger()  # connects while the old workers drain
+            late_task = asyncio.ensure_future(late.run(ws_url(sup, "/ws")))
+            await wait_all(tasks, WINDOW + ROLL_SLACK + 5)
+            late_task.cancel()
+            await asyncio.gather(late_task, return_exceptions=True)
+            return clients, hup, late
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    clients, hup, late = asyncio.run(scenario())
+    codes = sorted({(c.code, c.reason) for c in clients})
+    assert codes == [(1012, "server restarting")], codes
+    for client in clients:
+        assert client.pids <= old
+        assert client.closed_at - hup >= WINDOW, "closed before the drain window ended"
+        assert client.closed_at - client.last_pong < 0.5, "pongs until the close"
+        assert client.closed_at - hup <= WINDOW + ROLL_SLACK + 2
+    assert late.pongs > 0 and late.pids and not late.pids & old, "new connections: new workers"
+    assert late.code is None, "the new worker's WebSocket is not closed"
+    lines = wait_for(lambda: (s := stopped_lines(sup, old)) and len(s) == 2 and s, 10.0, "stopped")
+    for line in lines.values():
+        assert "exited with code 0" in line, line
+
+
+def test_the_drain_notice_reaches_the_app_through_its_middleware(
+    start_supervisor: StartSupervisor,
+) -> None:
+    """HTTP and WebSocket scopes carry the notice; a WebSocket handler awaiting it hears
+    of the drain at once, and keeps working until the window ends."""
+    sup = start(start_supervisor, workers=1)
+    before = sup.get("/notice", headers={"Connection": "close"}).json()
+    assert before["in_scope"] is True and before["draining"] is False
+
+    async def scenario() -> tuple[Pinger, float, float]:
+        client = Pinger()
+        task = asyncio.ensure_future(client.run(ws_url(sup, "/ws/notice")))
+        await asyncio.sleep(0.5)
+        hup = time.monotonic()
+        sup.signal(signal.SIGHUP)
+        await asyncio.to_thread(wait_for, lambda: client.notices, ROLL_SLACK + 2, "a notice")
+        told = time.monotonic()
+        await wait_all([task], WINDOW + ROLL_SLACK + 5)
+        return client, hup, told
+
+    client, _, told = asyncio.run(scenario())
+    assert len(client.notices) == 1 and client.notices[0].startswith("draining ")
+    assert WINDOW - 0.5 <= float(client.notices[0].split()[1]) <= WINDOW  # seconds left
+    assert client.last_pong - told >= WINDOW - 0.7, "pongs after the notice, to the end"
+    assert (client.code, client.reason) == (1012, "server restarting")
+
+
+def test_an_app_that_awaits_the_notice_closes_its_websockets_its_own_way(
+    start_supervisor: StartSupervisor,
+) -> None:
+    sup = start(start_supervisor, workers=1)
+
+    async def scenario() -> tuple[list[Pinger], float]:
+        clients = [Pinger() for _ in range(5)]
+        tasks = [asyncio.ensure_future(c.run(ws_url(sup, "/ws/app-close"))) for c in clients]
+        await asyncio.sleep(0.5)
+        hup = time.monotonic()
+        sup.signal(signal.SIGHUP)
+        await wait_all(tasks, ROLL_SLACK + 2)
+        return clients, hup
+
+    clients, hup = asyncio.run(scenario())
+    assert {(c.code, c.reason) for c in clients} == {(4000, "moving")}
+    assert all(c.closed_at - hup < WINDOW for c in clients), "closed by the app, not the deadline"
+
+
+def _read_stream(url: str) -> tuple[str, float]:
+    with httpx.stream("GET", url, timeout=30, headers={"Connection": "close"}) as response:
+        assert response.status_code == 200
+        body = "".join(response.iter_text())  # raises on a truncated chunked body
+    return body, time.monotonic()
+
+
+@pytest.mark.parametrize("path", ["/stream", "/sse"])
+def test_streams_started_before_a_roll_run_to_their_end(
+    start_supervisor: StartSupervisor, path: str
+) -> None:
+    """A plain StreamingResponse and sse-starlette's EventSourceResponse (which stops when
+    uvicorn's exit flag is set) both run to completion on a draining worker."""
+    sup = start(start_supervisor, workers=1)
+
+    async def scenario() -> str:
+        reading = asyncio.ensure_future(
+            asyncio.to_thread(_read_stream, f"{sup.url}{path}?seconds=2")
+        )
+        await asyncio.sleep(0.5)
+        sup.signal(signal.SIGHUP)
+        body, _ = await asyncio.wait_for(reading, 15)
+        return body
+
+    body = asyncio.run(scenario())
+    if path == "/sse":
+        assert body.count("event: tick") == 20 and "event: end" in body, body
+    else:
+        assert body.count("line ") == 20 and body.endswith("end\n"), body
+
+
+@pytest.mark.parametrize("path", ["/stream", "/sse"])
+def test_a_stream_longer_than_the_window_ends_with_a_complete_body(
+    start_supervisor: StartSupervisor, path: str
+) -> None:
+    """At the window's end the client gets the last chunk: a complete, shorter body."""
+    sup = start(start_supervisor, workers=1)
+
+    async def scenario() -> tuple[str, float, float]:
+        reading = asyncio.ensure_future(
+            asyncio.to_thread(_read_stream, f"{sup.url}{path}?seconds=30")
+        )
+        await asyncio.sleep(0.5)
+        hup = time.monotonic()
+        sup.signal(signal.SIGHUP)
+        body, ended = await asyncio.wait_for(reading, WINDOW + ROLL_SLACK + 5)
+        return body, hup, ended
+
+    body, hup, ended = asyncio.run(scenario())
+    assert WINDOW <= ended - hup <= WINDOW + ROLL_SLACK + 2
+    ticks = body.count("event: tick") if path == "/sse" else body.count("line ")
+    assert ticks >= (WINDOW + 0.5) / 0.1 * 0.8, f"the stream went on during the window: {ticks}"
+    assert "end\n" not in body and "event: end" not in body, "cut before its natural end"
+    assert "ended 1 stream(s)" in sup.log()
