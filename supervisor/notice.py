@@ -114,12 +114,15 @@ class WithDrainNotice:
     around what uvicorn's WebSocket protocol and lifespan run (and around the whole app
     for HTTP implementations other than httptools, whose protocol does it itself)."""
 
-    __slots__ = ("app", "notice")
+    __slots__ = ("app", "notice", "websockets")
 
     def __init__(self, app: Any, notice: DrainNotice = NOTICE) -> None:
         self.app = app
         self.notice = notice
+        self.websockets = 0  # WebSocket sessions that reached the app (worker totals)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         add_to_scope(scope, self.notice)
+        if scope["type"] == "websocket":
+            self.websockets += 1
         await self.app(scope, receive, send)

@@ -214,6 +214,8 @@ class Arbiter:
         elif isinstance(message, Heartbeat):
             worker.requests, worker.in_flight = message.requests, message.in_flight
             worker.connections = message.connections
+            worker.websockets, worker.streams = message.websockets, message.streams
+            worker.websocket_sessions = message.websocket_sessions
             worker.stats = message.stats if message.stats is not None else worker.stats
             if message.recycle and worker.wants_recycle is None:
                 worker.wants_recycle = Reason(message.recycle)

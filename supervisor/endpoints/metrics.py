@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from supervisor.endpoints import server as endpoint
 from supervisor.errors import BindError, ConfigError
-from supervisor.pool import PoolSnapshot, Reason, WorkerState
+from supervisor.pool import PoolSnapshot, Reason, WorkerState, WorkerView
 from supervisor.system import memory, sockets
 from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
 
@@ -47,6 +47,19 @@ class _Writer:
         return "\n".join(self.lines) + "\n"
 
 
+def _long_lived(out: _Writer, workers: tuple[WorkerView, ...]) -> None:
+    """Open WebSockets and streams by worker state: during a roll, what the old
+    generation still holds (draining) beside what the new one took (serving)."""
+    for name, what, attribute in (
+        ("supervisor_open_websockets", "Open WebSocket connections", "websockets"),
+        ("supervisor_open_streams", "Open streaming HTTP responses", "streams"),
+    ):
+        out.family(name, "gauge", f"{what}, by worker state.")
+        for state in (WorkerState.SERVING, WorkerState.DRAINING):
+            count = sum(getattr(w, attribute) for w in workers if w.state is state)
+            out.sample(name, count, state=state.value)
+
+
 def render(snapshot: PoolSnapshot) -> str:
     """The pool's Prometheus text, from a snapshot."""
     out = _Writer(snapshot.instance_id)
@@ -59,6 +72,7 @@ def render(snapshot: PoolSnapshot) -> str:
     out.sample("supervisor_requests_in_flight", sum(w.in_flight for w in workers))
     out.family("supervisor_connections", "gauge", "Open client connections.")
     out.sample("supervisor_connections", sum(w.connections for w in workers))
+    _long_lived(out, workers)
 
     if "duration_count" in stats:
         _request_families(out, stats)

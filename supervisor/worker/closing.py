@@ -45,6 +45,17 @@ def is_open_stream(connection: Any) -> bool:
     return cycle is not None and cycle.response_started and not cycle.response_complete
 
 
+def long_lived(connections: Any) -> tuple[int, int]:
+    """(open WebSockets, open streams): once a second, for the heartbeat."""
+    websockets = streams = 0
+    for connection in connections:
+        if is_websocket(connection):
+            websockets += 1
+        elif is_open_stream(connection):
+            streams += 1
+    return websockets, streams
+
+
 async def close_open_connections(connections: Any) -> tuple[int, int, int]:
     """Close the WebSockets and streams still open; (websockets, streams ended, cut)."""
     sockets = [c for c in list(connections) if is_websocket(c)]

@@ -28,7 +28,7 @@ import uvicorn
 
 from supervisor import logs
 from supervisor.channel import Heartbeat, Ready, WorkerChannel
-from supervisor.worker import drain, process
+from supervisor.worker import closing, drain, process
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
 from supervisor.worker.observer import Observer, loop_lag_paths
@@ -242,6 +242,7 @@ class WorkerServer(uvicorn.Server):
 
     def send_heartbeat(self) -> None:
         state = self.server_state
+        websockets, streams = closing.long_lived(state.connections)
         stats = self.counters.stats() if self.counters is not None else None
         stalls = logs.stall_stats()
         if stalls:
@@ -254,6 +255,9 @@ class WorkerServer(uvicorn.Server):
                 draining=self.drain.draining,
                 recycle=self.recycle,
                 stats=stats,
+                websockets=websockets,
+                streams=streams,
+                websocket_sessions=getattr(self.config.loaded_app, "websockets", 0),
             )
         )
 

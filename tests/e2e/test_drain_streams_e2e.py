@@ -12,23 +12,29 @@ connections meanwhile go to the new workers.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 import websockets
 
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import SupervisorProcess, wait_for
+from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
 
 APP = "tests.apps.frameworks.longlived_app:asgi"
 BOOT_TIMEOUT = 30.0
 WINDOW = 3.0  # --timeout-graceful in these tests: short, and long enough to see
 PING_EVERY = 0.1
 ROLL_SLACK = 4.0  # SIGHUP -> an old worker starts draining (boot of its replacement)
+pytestmark = pytest.mark.timeout(90)
 
 
 def start(start_supervisor: StartSupervisor, *args: str, workers: int = 2) -> SupervisorProcess:
@@ -138,6 +144,7 @@ def test_websockets_stay_open_through_a_roll_until_the_window_ends(
     lines = wait_for(lambda: (s := stopped_lines(sup, old)) and len(s) == 2 and s, 10.0, "stopped")
     for line in lines.values():
         assert "exited with code 0" in line, line
+    assert sum(int(re.findall(r"(\d+) websockets\)", line)[0]) for line in lines.values()) == 20
 
 
 def test_the_drain_notice_reaches_the_app_through_its_middleware(
@@ -240,3 +247,67 @@ def test_a_stream_longer_than_the_window_ends_with_a_complete_body(
     assert ticks >= (WINDOW + 0.5) / 0.1 * 0.8, f"the stream went on during the window: {ticks}"
     assert "end\n" not in body and "event: end" not in body, "cut before its natural end"
     assert "ended 1 stream(s)" in sup.log()
+
+
+def test_websockets_count_as_in_flight_and_show_in_status_and_metrics(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    """--max-concurrent 3 with 2 WebSockets and a stream open: the next request gets the 503;
+    status and metrics show them, by worker state."""
+    pid_file = tmp_path / "sup.pid"
+    metrics_port = free_port()
+    sup = start(
+        start_supervisor,
+        "--max-concurrent",
+        "3",
+        "--pid",
+        str(pid_file),
+        "--metrics-bind",
+        f"127.0.0.1:{metrics_port}",
+        workers=1,
+    )
+
+    def counted() -> dict[str, Any] | None:
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor", "status", "--pid", str(pid_file), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            cwd=REPO,
+        )
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        totals = data["totals"]
+        return data if (totals["websockets"], totals["streams"]) == (2, 1) else None
+
+    async def scenario() -> tuple[int, int, dict[str, Any], str]:
+        clients = [Pinger() for _ in range(2)]
+        opened = [asyncio.Event() for _ in clients]
+        tasks = [
+            asyncio.ensure_future(c.run(ws_url(sup, "/ws"), o))
+            for c, o in zip(clients, opened, strict=True)
+        ]
+        try:
+            await asyncio.wait_for(asyncio.gather(*(o.wait() for o in opened)), 10)
+            client = httpx.AsyncClient(base_url=sup.url, timeout=10)
+            async with client, client.stream("GET", "/stream?seconds=10") as streaming:
+                assert streaming.status_code == 200
+                over = (await client.get("/notice")).status_code
+                health = (await client.get("/health")).status_code
+                data = await asyncio.to_thread(wait_for, counted, 5, "status counts", 0.2)
+                metrics = (await client.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return over, health, data, metrics
+
+    over, health, data, metrics = asyncio.run(scenario())
+    assert over == 503, "two WebSockets and a stream fill --max-concurrent 3"
+    assert health != 503, "the health path bypasses the limit"
+    (worker,) = data["workers"]
+    assert (worker["websockets"], worker["streams"]) == (2, 1)
+    assert worker["in_flight"] >= 3
+    assert re.search(r'supervisor_open_websockets\{[^}]*state="serving"\} 2\b', metrics), metrics
+    assert re.search(r'supervisor_open_streams\{[^}]*state="serving"\} 1\b', metrics), metrics
+    assert re.search(r'supervisor_open_websockets\{[^}]*state="draining"\} 0\b', metrics)
