@@ -30,6 +30,7 @@ from tests.conftest import StartSupervisor
 from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
 
 APP = "tests.apps.frameworks.longlived_app:asgi"
+FAREWELL_APP = "tests.apps.frameworks.sse_farewell_app:app"
 BOOT_TIMEOUT = 30.0
 WINDOW = 3.0  # --timeout-graceful in these tests: short, and long enough to see
 PING_EVERY = 0.1
@@ -222,6 +223,29 @@ def test_streams_started_before_a_roll_run_to_their_end(
         assert body.count("event: tick") == 20 and "event: end" in body, body
     else:
         assert body.count("line ") == 20 and body.endswith("end\n"), body
+
+
+def test_sse_starlette_streams_end_early_with_the_documented_recipe(
+    start_supervisor: StartSupervisor,
+) -> None:
+    """docs/draining.md: the drain notice sets sse-starlette's AppStatus.should_exit in the
+    lifespan; the stream's generator sees its shutdown_event and says goodbye itself."""
+    sup = start_supervisor(FAREWELL_APP, "-w", "1", "--timeout-graceful", str(WINDOW))
+    sup.wait_serving(1, timeout=BOOT_TIMEOUT)
+
+    async def scenario() -> tuple[str, float, float]:
+        reading = asyncio.ensure_future(
+            asyncio.to_thread(_read_stream, f"{sup.url}/sse?seconds=30")
+        )
+        await asyncio.sleep(0.5)
+        hup = time.monotonic()
+        sup.signal(signal.SIGHUP)
+        body, ended = await asyncio.wait_for(reading, WINDOW + ROLL_SLACK + 5)
+        return body, hup, ended
+
+    body, hup, ended = asyncio.run(scenario())
+    assert "event: reconnect" in body and "retry: 1000" in body, body[-300:]
+    assert ended - hup < WINDOW, "ended by the app on the notice, not by the deadline"
 
 
 @pytest.mark.parametrize("path", ["/stream", "/sse"])
