@@ -17,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,3 +336,96 @@ def test_websockets_count_as_in_flight_and_show_in_status_and_metrics(
     assert re.search(r'supervisor_open_websockets\{[^}]*state="serving"\} 2\b', metrics), metrics
     assert re.search(r'supervisor_open_streams\{[^}]*state="serving"\} 1\b', metrics), metrics
     assert re.search(r'supervisor_open_websockets\{[^}]*state="draining"\} 0\b', metrics)
+
+
+@dataclass
+class Reconnecting:
+    """A client that pings every 100 ms and reconnects whenever the server closes it."""
+
+    sessions: list[Pinger] = field(default_factory=list)
+
+    async def run(self, url: str, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            session = Pinger()
+            self.sessions.append(session)
+            await session.run(url)
+
+
+def _keep_alive_load(url: str, stop: threading.Event, failures: list[str]) -> int:
+    sent = 0
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while not stop.is_set():
+            try:
+                response = client.get("/notice")
+                if response.status_code != 200:
+                    failures.append(str(response.status_code))
+            except httpx.HTTPError as exc:
+                failures.append(repr(exc))
+            sent += 1
+    return sent
+
+
+@pytest.mark.slow
+def test_two_rolls_under_keep_alive_load_close_nothing_abnormally(
+    start_supervisor: StartSupervisor,
+) -> None:
+    """40 reconnecting WebSocket clients and keep-alive HTTP load through 2 SIGHUPs: every
+    close is a 1012 after the window, every session gets pongs until it closes, and no
+    HTTP request fails."""
+    sup = start(start_supervisor)
+
+    async def scenario() -> tuple[list[Reconnecting], float, list[str], int]:
+        stop, stop_load = asyncio.Event(), threading.Event()
+        failures: list[str] = []
+        clients = [Reconnecting() for _ in range(40)]
+        tasks = [asyncio.ensure_future(c.run(ws_url(sup, "/ws"), stop)) for c in clients]
+        load = asyncio.ensure_future(
+            asyncio.to_thread(_keep_alive_load, sup.url, stop_load, failures)
+        )
+        try:
+            await asyncio.sleep(1.0)
+            first = time.monotonic()
+            sup.signal(signal.SIGHUP)
+            await asyncio.sleep(WINDOW / 2)
+            sup.signal(signal.SIGHUP)  # while the first roll's workers still drain
+            await asyncio.sleep(2 * WINDOW + ROLL_SLACK)
+            stop.set()
+        finally:
+            stop_load.set()
+            sent = await load
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return clients, first, failures, sent
+
+    clients, first, failures, sent = asyncio.run(scenario())
+    assert failures == [] and sent > 50, (failures[:5], sent)
+    closed = [s for c in clients for s in c.sessions if s.code is not None]
+    assert len(closed) >= 40, "every first session is closed by a drain"
+    assert {(s.code, s.reason) for s in closed} == {(1012, "server restarting")}
+    for session in closed:
+        assert session.closed_at - first >= WINDOW, "a close before the window ended"
+        assert session.closed_at - session.last_pong < 0.5, "pongs until the close"
+
+
+def test_a_stop_keeps_websockets_for_the_window_and_exits_0(
+    start_supervisor: StartSupervisor,
+) -> None:
+    """SIGTERM drains every worker at once: WebSockets keep working for the window, get
+    1012 at its end, and a drain that closed them properly is a clean exit."""
+    sup = start(start_supervisor)
+
+    async def scenario() -> tuple[list[Pinger], float]:
+        clients = [Pinger() for _ in range(6)]
+        tasks = [asyncio.ensure_future(c.run(ws_url(sup, "/ws"))) for c in clients]
+        await asyncio.sleep(1.0)
+        term = time.monotonic()
+        sup.signal(signal.SIGTERM)
+        await wait_all(tasks, WINDOW + 5)
+        return clients, term
+
+    clients, term = asyncio.run(scenario())
+    assert {(c.code, c.reason) for c in clients} == {(1012, "server restarting")}
+    assert all(WINDOW <= c.closed_at - term <= WINDOW + 2 for c in clients)
+    assert all(c.closed_at - c.last_pong < 0.5 for c in clients)
+    assert sup.wait_exit(15) == 0, sup.log()
