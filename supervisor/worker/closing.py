@@ -79,6 +79,23 @@ async def close_websocket(connection: Any) -> None:
         connection.shutdown()
 
 
+def _h11_end(cycle: Any, transport: Any) -> bool:
+    """h11 frames the body itself: its end of message is the last chunk, and it refuses
+    one for a Content-Length body that is not all sent."""
+    conn = getattr(cycle, "conn", None)
+    if conn is None or transport.is_closing():
+        return False
+    import h11  # noqa: PLC0415 - only with --http h11
+
+    try:
+        data = conn.send(h11.EndOfMessage())
+    except h11.LocalProtocolError:
+        return False
+    if data:
+        transport.write(data)
+    return True
+
+
 def _accepted_and_open(connection: Any) -> bool:
     transport = getattr(connection, "transport", None)
     if transport is None or transport.is_closing():
@@ -94,12 +111,15 @@ def end_stream(connection: Any) -> bool:
     """End a started response now; True when the client gets a complete body."""
     cycle = connection.cycle
     transport = connection.transport
-    complete = bool(getattr(cycle, "chunked_encoding", False))
-    if complete and not transport.is_closing():
-        head = getattr(cycle, "head", None)  # ours holds the head until the first body
-        if head:
-            cycle.head = None
-        transport.write((head or b"") + LAST_CHUNK)
+    if hasattr(cycle, "chunked_encoding"):  # httptools: ours, or uvicorn's
+        complete = bool(cycle.chunked_encoding)
+        if complete and not transport.is_closing():
+            head = getattr(cycle, "head", None)  # ours holds the head until the first body
+            if head:
+                cycle.head = None
+            transport.write((head or b"") + LAST_CHUNK)
+    else:
+        complete = _h11_end(cycle, transport)
     # The app sees the client leave: receive() says http.disconnect, send() drops.
     cycle.disconnected = True
     cycle.response_complete = complete or cycle.response_complete

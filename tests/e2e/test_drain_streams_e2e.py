@@ -249,12 +249,14 @@ def test_sse_starlette_streams_end_early_with_the_documented_recipe(
     assert ended - hup < WINDOW, "ended by the app on the notice, not by the deadline"
 
 
-@pytest.mark.parametrize("path", ["/stream", "/sse"])
+@pytest.mark.parametrize(
+    ("path", "http"), [("/stream", "httptools"), ("/sse", "httptools"), ("/stream", "h11")]
+)
 def test_a_stream_longer_than_the_window_ends_with_a_complete_body(
-    start_supervisor: StartSupervisor, path: str
+    start_supervisor: StartSupervisor, path: str, http: str
 ) -> None:
     """At the window's end the client gets the last chunk: a complete, shorter body."""
-    sup = start(start_supervisor, workers=1)
+    sup = start(start_supervisor, "--http", http, workers=1)
 
     async def scenario() -> tuple[str, float, float]:
         reading = asyncio.ensure_future(
