@@ -11,9 +11,9 @@ to move (it got the drain notice at the start). At the window's end:
 - a chunked streaming response (SSE, StreamingResponse) gets the last chunk
   (``0\\r\\n\\r\\n``, or h11's end of message) and the connection closes: the
   client sees a complete body that ended early (an EventSource reconnects),
-  not a truncated one. The
-  app sees the client leave (``http.disconnect``; its further sends are
-  dropped), which is how Starlette and sse-starlette end a stream;
+  not a truncated one. The app sees the client leave (``http.disconnect``;
+  its further sends are dropped), which is how Starlette and sse-starlette
+  end a stream;
 - a response with a Content-Length cannot end early: its connection closes
   (the client sees a short body), and the drain counts as not clean.
 
