@@ -375,6 +375,7 @@ def test_two_rolls_under_keep_alive_load_close_nothing_abnormally(
     close is a 1012 after the window, every session gets pongs until it closes, and no
     HTTP request fails."""
     sup = start(start_supervisor)
+    old = sup.serving_pids()
 
     async def scenario() -> tuple[list[Reconnecting], float, list[str], int]:
         stop, stop_load = asyncio.Event(), threading.Event()
@@ -390,7 +391,10 @@ def test_two_rolls_under_keep_alive_load_close_nothing_abnormally(
             sup.signal(signal.SIGHUP)
             await asyncio.sleep(WINDOW / 2)
             sup.signal(signal.SIGHUP)  # while the first roll's workers still drain
-            await asyncio.sleep(2 * WINDOW + ROLL_SLACK)
+            await asyncio.to_thread(
+                wait_for, lambda: len(stopped_lines(sup, old)) == 2, 40.0, "old workers gone"
+            )
+            await asyncio.sleep(0.5)
             stop.set()
         finally:
             stop_load.set()
