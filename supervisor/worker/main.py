@@ -45,9 +45,10 @@ class WorkerStart:
     max_requests: int = 0  # this worker's jittered limit: it reports reaching it at once
     dump_fd: int = -1  # faulthandler writes a hung worker's stack here
     output_fd: int = -1  # JSON mode: fds 1 and 2 point here
+    metrics_fd: int = -1  # the shared area the app's prometheus_client values live in
 
     def fds(self) -> set[int]:
-        own = {self.channel.fileno(), self.dump_fd, self.output_fd}
+        own = {self.channel.fileno(), self.dump_fd, self.output_fd, self.metrics_fd}
         return {sock.fileno() for sock in self.listeners} | own | logs.sink_fds()
 
 
@@ -62,6 +63,10 @@ def run_worker(start: WorkerStart) -> None:
         if start.config.max_memory_hard:
             process.limit_memory(start.config.max_memory_hard)
         _setup_output(start)
+        if start.metrics_fd >= 0:
+            from supervisor.appmetrics import values  # noqa: PLC0415 - only with metrics on
+
+            values.install(start.metrics_fd)
         code = _serve(start, WorkerChannel(start.channel))
     except BaseException:  # the child must never unwind into the supervisor's stack
         logger.exception("Worker %d crashed", os.getpid())

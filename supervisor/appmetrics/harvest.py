@@ -1,0 +1,68 @@
+"""In the supervisor: every worker's area, and what the reaped ones left behind.
+
+The supervisor creates a worker's area before forking it (:meth:`Harvest.open`),
+reads the areas of live workers at scrape time, and when it reaps a worker
+reads its area one last time, folds what still counts into the retired
+total and closes the descriptor (:meth:`Harvest.retire`): one total however
+many workers came and went, and no file anywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+
+from supervisor.appmetrics import area, pooling
+
+logger = logging.getLogger("supervisor")
+
+
+class Harvest:
+    """The areas of live workers, by pid, and the retired total."""
+
+    def __init__(self, *, pid_label: bool = False) -> None:
+        self.pid_label = pid_label
+        self.live: dict[int, int] = {}
+        self.retired = pooling.Retired()
+        self.keys: dict[bytes, pooling.Series] = {}  # decoded once, reused at every scrape
+
+    def open(self) -> int:
+        """A fresh area for the next worker: its descriptor, handed over at fork."""
+        return area.create()
+
+    def adopt(self, pid: int, fd: int) -> None:
+        self.live[pid] = fd
+
+    def discard(self, fd: int) -> None:
+        """The fork failed: nobody will write there."""
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+    def retire(self, pid: int) -> None:
+        """A worker was reaped: keep what still counts, let go of its area."""
+        fd = self.live.pop(pid, None)
+        if fd is None:
+            return
+        try:
+            self.retired.retire(self._reading(fd))
+        except (OSError, ValueError) as exc:  # a corrupt area must not stop the supervisor
+            logger.error("Metrics of worker %d could not be read (%s); they are lost", pid, exc)
+        finally:
+            os.close(fd)
+
+    def pooled(self) -> pooling.Reading:
+        readings: dict[int, pooling.Reading] = {}
+        for pid, fd in self.live.items():
+            try:
+                readings[pid] = self._reading(fd)
+            except (OSError, ValueError) as exc:
+                logger.warning("Metrics of worker %d could not be read (%s)", pid, exc)
+        return pooling.pool(self.retired, readings, pid_label=self.pid_label)
+
+    def families(self) -> list[pooling.Family]:
+        """The app's metrics, pooled over every worker that ever lived."""
+        return pooling.families(self.pooled())
+
+    def _reading(self, fd: int) -> pooling.Reading:
+        return pooling.read_entries(area.read(fd), self.keys)
