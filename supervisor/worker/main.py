@@ -64,9 +64,7 @@ def run_worker(start: WorkerStart) -> None:
             process.limit_memory(start.config.max_memory_hard)
         _setup_output(start)
         if start.metrics_fd >= 0:
-            from supervisor.appmetrics import values  # noqa: PLC0415 - only with metrics on
-
-            values.install(start.metrics_fd)
+            _pool_app_metrics(start)
         code = _serve(start, WorkerChannel(start.channel))
     except BaseException:  # the child must never unwind into the supervisor's stack
         logger.exception("Worker %d crashed", os.getpid())
@@ -78,6 +76,18 @@ def run_worker(start: WorkerStart) -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def _pool_app_metrics(start: WorkerStart) -> None:
+    # Imported only with metrics on; prometheus_client itself only if the app imports it.
+    from supervisor.appmetrics import client, values  # noqa: PLC0415
+    from supervisor.system import places  # noqa: PLC0415
+
+    values.install(start.metrics_fd)
+    c = start.config
+    client.enable(
+        places.control_socket(c.control_socket, c.pid, c.bind, c.uds, start.supervisor_pid)
+    )
 
 
 def _setup_output(start: WorkerStart) -> None:
