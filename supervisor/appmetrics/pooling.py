@@ -21,7 +21,8 @@ worker wins.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import msgspec
 
@@ -31,9 +32,12 @@ LIVE_TYPES = frozenset({"info", "stateset"})
 PER_WORKER_MODES = frozenset({"all", "liveall"})
 
 
-@dataclass(frozen=True)
-class Series:
-    """One stored value: its metric, the sample name, labels, and how it pools."""
+class Series(NamedTuple):
+    """One stored value: its metric, the sample name, labels, and how it pools.
+
+    A tuple, not a dataclass: a scrape hashes every series several times, and a
+    tuple's hash is computed in C.
+    """
 
     typ: str
     mode: str  # a gauge's multiprocess_mode; "" for other types
@@ -143,7 +147,7 @@ def pool(retired: Retired, live: Mapping[int, Reading], *, pid_label: bool) -> R
         for stored, (value, stamp) in reading.items():
             series = stored
             if stored.typ == "gauge" and stored.mode in PER_WORKER_MODES and pid_label:
-                series = replace(stored, labels=(*stored.labels, ("pid", str(pid))))
+                series = stored._replace(labels=(*stored.labels, ("pid", str(pid))))
             combine(pooled, series, value, stamp)
     return pooled
 
