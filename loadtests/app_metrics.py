@@ -23,6 +23,7 @@ import sys
 import tempfile
 import textwrap
 import time
+from pathlib import Path
 
 INCREMENT = textwrap.dedent(
     """
@@ -76,8 +77,8 @@ def increments() -> None:
 
 
 def _fill(workers: int, series: int) -> object:
-    from supervisor.appmetrics import area, pooling  # noqa: PLC0415
-    from supervisor.appmetrics.harvest import Harvest  # noqa: PLC0415
+    from supervisor.appmetrics import area, pooling
+    from supervisor.appmetrics.harvest import Harvest
 
     harvest = Harvest()
     for pid in range(workers):
@@ -108,8 +109,8 @@ def _fill(workers: int, series: int) -> object:
 
 
 def scrape(series: int, worker_counts: list[int]) -> None:
-    from supervisor.endpoints import metrics  # noqa: PLC0415
-    from supervisor.pool import PoolSnapshot, StopMode  # noqa: PLC0415
+    from supervisor.endpoints import metrics
+    from supervisor.pool import PoolSnapshot, StopMode
 
     snapshot = PoolSnapshot(
         pid=1,
@@ -152,11 +153,11 @@ def _restarts(text: str) -> float:
 
 def recycles(total: int) -> None:
     """A real supervisor, 2 workers, --max-requests 1: one recycle per request."""
-    import httpx  # noqa: PLC0415
-    import psutil  # noqa: PLC0415
+    import httpx
+    import psutil
 
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from tests.supervisor_process import free_port  # noqa: PLC0415
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.supervisor_process import free_port
 
     port, metrics_port = free_port(), free_port()
     command = [sys.executable, "-m", "supervisor", "tests.apps.prom_app:app", "-w", "2"]
