@@ -162,6 +162,7 @@ def recycles(total: int) -> None:
     port, metrics_port = free_port(), free_port()
     command = [sys.executable, "-m", "supervisor", "tests.apps.prom_app:app", "-w", "2"]
     command += ["--max-requests", "1", "--port", str(port), "--log-level", "warning"]
+    command += ["--no-access-log"]
     command += ["--metrics-bind", f"127.0.0.1:{metrics_port}"]
     proc = subprocess.Popen(command, start_new_session=True)
     url, metrics_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{metrics_port}/metrics"

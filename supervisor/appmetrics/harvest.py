@@ -26,6 +26,11 @@ class Harvest:
         self.live: dict[int, int] = {}
         self.retired = pooling.Retired()
         self.keys: dict[bytes, pooling.Series] = {}  # decoded once, reused at every scrape
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            logger.info(
+                "PROMETHEUS_MULTIPROC_DIR is set; workers keep their prometheus_client values"
+                " in the supervisor's memory instead, and nothing is written there"
+            )
 
     def open(self) -> int:
         """A fresh area for the next worker: its descriptor, handed over at fork."""
