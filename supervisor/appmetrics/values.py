@@ -19,9 +19,11 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import logging
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
@@ -34,11 +36,20 @@ logger = logging.getLogger("supervisor.worker")
 WATCHED = "prometheus_client.metrics"
 _state: dict[str, Area] = {}
 _spare: Any = memoryview(bytearray(16)).cast("d")  # where values go once the area is full
+# Everything that holds a place in the area, for a process the app forks (below).
+_holders: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def install(fd: int) -> None:
     """Map this worker's area; move prometheus_client's values into it, now or at import."""
-    _state["area"] = Area(fd)
+    try:
+        _state["area"] = Area(fd)
+    except OSError as exc:
+        logger.warning(
+            "Cannot map the metrics area (%s); this worker's metrics are not pooled", exc
+        )
+        return
+    os.register_at_fork(after_in_child=_detach)
     module = sys.modules.get(WATCHED)
     if module is not None:
         adopt(module)
@@ -46,9 +57,31 @@ def install(fd: int) -> None:
         sys.meta_path.insert(0, _Hook())
 
 
+def _detach() -> None:
+    """In a process the app forked (multiprocessing, a pool): its values are its own.
+
+    It would otherwise write its copy's totals over the worker's: each holder
+    gets a private copy of the area, as it was at the fork.
+    """
+    area = _state.pop("area", None)
+    if area is None:
+        return
+    private = memoryview(bytearray(area.map[: area.used])).cast("d")
+    for holder in list(_holders):
+        shared = getattr(holder, "_shared", None)
+        if isinstance(holder, SharedValue):
+            holder._cells = private
+        elif isinstance(shared, tuple):
+            holder._shared = (private, shared[1])
+        elif isinstance(shared, list):
+            holder._shared = [(private, index) for _cells, index in shared]
+
+
 def _place(key: bytes) -> tuple[Any, int]:
+    area = _state.get("area")
+    if area is None:  # a forked child of the worker, or the area could not be mapped
+        return _spare, 0
     try:
-        area = _state["area"]
         return area.cells, area.slot(key)
     except AreaFull as exc:
         if not _state.get("warned"):
@@ -80,6 +113,7 @@ class SharedValue:
         self._cells, self._index = _place(key)
         self._value = 0.0
         self._lock = threading.Lock()
+        _holders.add(self)
 
     def inc(self, amount: float) -> None:
         with self._lock:
@@ -219,6 +253,7 @@ def _write_info(metric: Any) -> None:
             cells[index + 1], cells[index] = now, 0.0  # the previous value is replaced
         cells, index = metric._shared = _place(key)
         cells[index + 1], cells[index] = now, 1.0
+    _holders.add(metric)
 
 
 def _write_enum(metric: Any) -> None:
@@ -236,6 +271,7 @@ def _write_enum(metric: Any) -> None:
             )
             places.append(_place(key))
         metric._shared = places
+        _holders.add(metric)
     now = time.time()
     with metric._lock:
         for position, (cells, index) in enumerate(metric._shared):

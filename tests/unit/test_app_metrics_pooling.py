@@ -105,7 +105,15 @@ CHILD = textwrap.dedent(
     Histogram("lat", "Latency", buckets=(0.1, 1.0)).observe(0.5)
     Gauge("live", "Live", multiprocess_mode="livesum").set(1)
     Info("build", "Build").info({"version": "2"})
-    Enum("phase", "Phase", states=["off", "on"]).state("on")
+    phase = Enum("phase", "Phase", states=["off", "on"])
+    phase.state("on")
+    child = os.fork()
+    if child == 0:  # a process the app forks writes its own copy, not the worker's area
+        for _ in range(5000):
+            hits.labels("a").inc()
+        phase.state("off")
+        os._exit(0)
+    os.waitpid(child, 0)
     os.kill(os.getpid(), signal.SIGKILL)  # nothing flushed, nothing closed
     """
 )
