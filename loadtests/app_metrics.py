@@ -151,7 +151,7 @@ def _restarts(text: str) -> float:
     return 0.0
 
 
-def recycles(total: int) -> None:
+def recycles(total: int, app: str) -> None:
     """A real supervisor, 2 workers, --max-requests 1: one recycle per request."""
     import httpx
     import psutil
@@ -160,7 +160,7 @@ def recycles(total: int) -> None:
     from tests.supervisor_process import free_port
 
     port, metrics_port = free_port(), free_port()
-    command = [sys.executable, "-m", "supervisor", "tests.apps.prom_app:app", "-w", "2"]
+    command = [sys.executable, "-m", "supervisor", app, "-w", "2"]
     command += ["--max-requests", "1", "--port", str(port), "--log-level", "warning"]
     command += ["--no-access-log"]
     command += ["--metrics-bind", f"127.0.0.1:{metrics_port}"]
@@ -202,13 +202,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("what", choices=("increments", "scrape", "recycles"))
     parser.add_argument("--recycles", type=int, default=1000)
+    parser.add_argument("--app", default="tests.apps.prom_app:app")
     parser.add_argument("--series", type=int, default=500)
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 4, 16])
     args = parser.parse_args()
     if args.what == "increments":
         increments()
     elif args.what == "recycles":
-        recycles(args.recycles)
+        recycles(args.recycles, args.app)
     else:
         scrape(args.series, args.workers)
 
