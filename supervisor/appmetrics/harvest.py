@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass, field
+
+import msgspec
 
 from supervisor.appmetrics import area, pooling
 
@@ -24,6 +27,7 @@ class Harvest:
     def __init__(self, *, pid_label: bool = False) -> None:
         self.pid_label = pid_label
         self.live: dict[int, int] = {}
+        self.layouts: dict[int, _Layout] = {}  # by fd: what is parsed of each live area
         self.retired = pooling.Retired()
         self.keys: dict[bytes, pooling.Series] = {}  # decoded once, reused at every scrape
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -38,6 +42,7 @@ class Harvest:
 
     def adopt(self, pid: int, fd: int) -> None:
         self.live[pid] = fd
+        self.layouts[fd] = _Layout()
 
     def discard(self, fd: int) -> None:
         """The fork failed: nobody will write there."""
@@ -51,9 +56,10 @@ class Harvest:
             return
         try:
             self.retired.retire(self._reading(fd))
-        except (OSError, ValueError) as exc:  # a corrupt area must not stop the supervisor
+        except (OSError, ValueError, msgspec.DecodeError) as exc:  # never stops the supervisor
             logger.error("Metrics of worker %d could not be read (%s); they are lost", pid, exc)
         finally:
+            self.layouts.pop(fd, None)
             os.close(fd)
 
     def pooled(self) -> pooling.Reading:
@@ -61,7 +67,7 @@ class Harvest:
         for pid, fd in self.live.items():
             try:
                 readings[pid] = self._reading(fd)
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, msgspec.DecodeError) as exc:
                 logger.warning("Metrics of worker %d could not be read (%s)", pid, exc)
         return pooling.pool(self.retired, readings, pid_label=self.pid_label)
 
@@ -70,4 +76,21 @@ class Harvest:
         return pooling.families(self.pooled())
 
     def _reading(self, fd: int) -> pooling.Reading:
-        return pooling.read_entries(area.read(fd), self.keys)
+        layout = self.layouts.setdefault(fd, _Layout())
+        data = area.snapshot(fd)
+        new, layout.end = area.keys(data, layout.end)
+        for raw, cell in new:
+            series = self.keys.get(raw)
+            if series is None:
+                series = self.keys[raw] = pooling.decode_key(raw)
+            layout.cells.append((series, cell))
+        cells = area.values_of(data)
+        return {series: (cells[cell], cells[cell + 1]) for series, cell in layout.cells}
+
+
+@dataclass
+class _Layout:
+    """One live area's entries, parsed once: each series and where its value is."""
+
+    end: int = area.HEADER.size
+    cells: list[tuple[pooling.Series, int]] = field(default_factory=list)

@@ -20,7 +20,8 @@ worker wins.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -100,12 +101,13 @@ def live_only(series: Series) -> bool:
     return series.typ == "gauge" and (series.mode.startswith("live") or series.mode == "all")
 
 
-def _operation(series: Series) -> str:
-    if series.typ in SUMMED_TYPES:
+@functools.cache  # a handful of (type, mode) pairs, looked up for every value of a scrape
+def _operation(typ: str, mode: str) -> str:
+    if typ in SUMMED_TYPES:
         return "sum"
-    if series.typ in LIVE_TYPES:
+    if typ in LIVE_TYPES:
         return "recent"
-    mode = series.mode.removeprefix("live")
+    mode = mode.removeprefix("live")
     return {"max": "max", "min": "min", "mostrecent": "recent"}.get(mode, "sum")
 
 
@@ -115,7 +117,7 @@ def combine(into: Reading, series: Series, value: float, stamp: float) -> None:
     if old is None:
         into[series] = (value, stamp)
         return
-    operation = _operation(series)
+    operation = _operation(series.typ, series.mode)
     if operation == "sum":
         into[series] = (old[0] + value, max(old[1], stamp))
     elif operation == "max":
@@ -185,16 +187,3 @@ def families(pooled: Reading) -> list[Family]:
 
 def _order(series: Series) -> tuple[str, Labels, str]:
     return (series.metric, series.labels, series.sample)
-
-
-def read_entries(
-    entries: Iterable[tuple[bytes, float, float]], cache: dict[bytes, Series]
-) -> Reading:
-    """One area's raw entries as a reading; ``cache`` keeps decoded keys across scrapes."""
-    reading: Reading = {}
-    for raw, value, stamp in entries:
-        series = cache.get(raw)
-        if series is None:
-            series = cache[raw] = decode_key(raw)
-        reading[series] = (value, stamp)
-    return reading
