@@ -2,12 +2,13 @@
 
 GET /hit increments a labelled counter N times (?n=, default 1) and observes a
 histogram; /gauge sets gauges in several multiprocess modes; /grow holds memory
-(a --max-memory recycle); /pid says which worker answered.
+(a --max-memory recycle); /block blocks the event loop (a --timeout-worker kill).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -53,6 +54,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         MAXED.set(value)
         TOTALS.inc(value)
         RECENT.set(value)
+    elif path == "/block":
+        time.sleep(float(query.get("s", ["30"])[0]))  # blocks the event loop on purpose
     elif path == "/grow":
         _held.append(b"x" * (int(query.get("mb", ["100"])[0]) << 20))
     await send({"type": "http.response.start", "status": 200, "headers": []})

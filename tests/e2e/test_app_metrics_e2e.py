@@ -6,6 +6,7 @@ prometheus_client's own parser.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -114,6 +115,19 @@ class Scraper:
         return [(a, b) for a, b in zip(self.seen, self.seen[1:], strict=False) if b < a]
 
 
+def _reasons(samples: Samples) -> set[str]:
+    return {
+        dict(labels)["reason"]
+        for (name, labels), value in samples.items()
+        if name == "supervisor_worker_restarts_total" and value > 0
+    }
+
+
+def _quietly(url: str) -> None:
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.get(url, timeout=70)
+
+
 def start(
     start_supervisor: StartSupervisor, *extra: str, env: dict[str, str] | None = None
 ) -> tuple[SupervisorProcess, str]:
@@ -134,6 +148,8 @@ def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
         "300",
         "--max-memory",
         "200MiB",
+        "--timeout-worker",
+        "5",
         "--metrics-pid-label",
     )
     sup.wait_serving(4)
@@ -154,7 +170,13 @@ def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
         load.run(1000)
         grown = int(sup.get("/grow?mb=260").text)  # over --max-memory: a graceful recycle
         wait_for(lambda: f"Recycling worker {grown} (memory" in sup.log(), 15, message=sup.log())
-        load.run(1000)
+        load.run(500)
+        # A blocked event loop: the supervisor kills that worker (--timeout-worker).
+        blocked = threading.Thread(target=lambda: _quietly(f"{sup.url}/block?s=60"))
+        blocked.start()
+        load.run(500)
+        wait_for(lambda: "timeout" in _reasons(scrape(metrics_url)), 30, message=sup.log())
+        blocked.join(30)
         load.run(1500, during=lambda: sup.signal(signal.SIGHUP))
     finally:
         scraper.stop.set()
@@ -178,6 +200,7 @@ def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
     assert restarts(samples, "memory") >= 1
     assert restarts(samples, "crash") >= 1
     assert restarts(samples, "reload") >= 4
+    assert restarts(samples, "timeout") >= 1
     assert scraper.seen and scraper.backwards() == []
     assert ("app_phase", (("app_phase", "running"),)) in samples
     assert samples[("app_build_info", (("version", "1.2.3"),))] == 1
