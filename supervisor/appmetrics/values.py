@@ -38,6 +38,7 @@ _state: dict[str, Area] = {}
 _spare: Any = memoryview(bytearray(16)).cast("d")  # where values go once the area is full
 # Everything that holds a place in the area, for a process the app forks (below).
 _holders: weakref.WeakSet[Any] = weakref.WeakSet()
+_full: list[bool] = []  # said once that the area is full
 
 
 def install(fd: int) -> None:
@@ -84,9 +85,9 @@ def _place(key: bytes) -> tuple[Any, int]:
     try:
         return area.cells, area.slot(key)
     except AreaFull as exc:
-        if not _state.get("warned"):
+        if not _full:
             logger.warning("%s: new metric series are not pooled any more", exc)
-            _state["warned"] = area
+            _full.append(True)
         return _spare, 0
 
 
