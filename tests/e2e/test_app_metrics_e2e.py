@@ -136,6 +136,7 @@ def start(
     return sup, f"http://127.0.0.1:{port}/metrics"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
     start_supervisor: StartSupervisor,
@@ -206,6 +207,7 @@ def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
     assert samples[("app_build_info", (("version", "1.2.3"),))] == 1
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_300_recycles_leave_no_growth(start_supervisor: StartSupervisor) -> None:
     sup, metrics_url = start(start_supervisor, "-w", "2", "--max-requests", "1")
