@@ -94,7 +94,7 @@ class App:
                 await self._overloaded(service, send_tagged)
                 return
             self.in_flight += 1
-            service.metrics.values["requests_in_flight"] = self.in_flight
+            service.metrics.set("requests_in_flight", self.in_flight)
         try:
             request = Request(scope, receive)
             handler = resolve(request.method, request.path)
@@ -108,7 +108,7 @@ class App:
             service.metrics.inc("requests")
             if counted:
                 self.in_flight -= 1
-                service.metrics.values["requests_in_flight"] = self.in_flight
+                service.metrics.set("requests_in_flight", self.in_flight)
 
     async def _overloaded(self, service: Service, send: Send) -> None:
         service.metrics.inc("overloaded")

@@ -7,10 +7,19 @@ from typing import TYPE_CHECKING, Any
 from supervisor._version import __version__
 from supervisor.notice import DRAIN_EXTENSION, DrainNotice, draining, is_draining
 
-__all__ = ["DRAIN_EXTENSION", "DrainNotice", "__version__", "draining", "is_draining", "run"]
+__all__ = [
+    "DRAIN_EXTENSION",
+    "DrainNotice",
+    "__version__",
+    "draining",
+    "is_draining",
+    "pooled_metrics",
+    "run",
+]
 
 if TYPE_CHECKING:
     from supervisor.api import run
+    from supervisor.appmetrics.client import pooled_metrics
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +28,8 @@ def __getattr__(name: str) -> Any:
         from supervisor.api import run  # noqa: PLC0415
 
         return run
+    if name == "pooled_metrics":
+        from supervisor.appmetrics.client import pooled_metrics  # noqa: PLC0415
+
+        return pooled_metrics
     raise AttributeError(f"module 'supervisor' has no attribute {name!r}")

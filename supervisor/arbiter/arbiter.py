@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,8 @@ from anyio.abc import TaskGroup
 
 from supervisor import logs
 from supervisor._version import __version__
+from supervisor.appmetrics.harvest import Harvest
+from supervisor.appmetrics.pooling import Family
 from supervisor.arbiter import actions as act_
 from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
@@ -78,6 +81,12 @@ class Arbiter:
         self.hand = Hand(config.timeout_graceful)
         self.stop_state: policy.StopState | None = None
         self.on_hup = on_hup
+        # The app's prometheus_client metrics, when the supervisor serves metrics at all.
+        self.harvest = (
+            Harvest(pid_label=config.metrics_pid_label)
+            if config.metrics_bind or config.metrics_path
+            else None
+        )
         self.spawner = Spawner(
             config,
             listeners,
@@ -85,6 +94,7 @@ class Arbiter:
             hooks=self.hooks,
             server=self.server,
             app=self.boots.app,
+            harvest=self.harvest,
         )
         self.loop = Runtime()
 
@@ -285,6 +295,8 @@ class Arbiter:
         outputs.log_stack_dump(worker)
         worker.transition(WorkerState.STOPPED)
         self.books.close(worker)
+        if self.harvest is not None:
+            self.harvest.retire(worker.pid)
         handle = self.server.WORKERS.pop(worker.pid, None)
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
@@ -339,6 +351,10 @@ class Arbiter:
     def snapshot(self) -> PoolSnapshot:
         """The pool as readers see it (status, metrics, hooks)."""
         return snapshot_of(self)
+
+    def app_metrics(self) -> Callable[[], list[Family]] | None:
+        """What the metrics endpoint calls for the app's pooled families, if it serves them."""
+        return self.harvest.families if self.harvest is not None else None
 
 
 def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:

@@ -269,7 +269,7 @@ class _Commands:
         return self._arbiter.snapshot()
 
     def metrics_text(self) -> str:
-        return metrics.render(self._arbiter.snapshot())
+        return metrics.render(self._arbiter.snapshot(), self._arbiter.app_metrics())
 
     def scale(self, workers: int) -> str | None:
         refused = operations.set_target(self._arbiter, workers)
@@ -305,10 +305,10 @@ def _sources(
         sources.append(functools.partial(control.serve, control_sock, _Commands(arbiter)))
     if metrics_listener is not None:
 
-        def text() -> str:
-            return metrics.render(arbiter.snapshot())
+        def body(accept: str) -> tuple[bytes, str]:
+            return metrics.encode(arbiter.snapshot(), arbiter.app_metrics(), accept)
 
-        sources.append(functools.partial(metrics.serve, metrics_listener, text))
+        sources.append(functools.partial(metrics.serve, metrics_listener, body))
     return sources
 
 

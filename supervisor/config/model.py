@@ -72,6 +72,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     slow_request_ms: NonNegFloat | None = None
     metrics_bind: str | None = None
     metrics_path: str | None = None
+    metrics_pid_label: bool = False
     control_socket: str | None = None
 
     reload: bool = False

@@ -163,6 +163,12 @@ OPTIONS: tuple[Option, ...] = (
         ("--metrics-path",), "metrics_path", "Also serve metrics at PATH on the app port.", "PATH"
     ),
     Option(
+        ("--metrics-pid-label",),
+        "metrics_pid_label",
+        "App gauges in multiprocess_mode all/liveall: one series per live worker with a pid"
+        " label, instead of their sum.",
+    ),
+    Option(
         ("--control-socket",),
         "control_socket",
         "Unix socket for `supervisor status`. [beside --pid]",

@@ -45,9 +45,10 @@ class WorkerStart:
     max_requests: int = 0  # this worker's jittered limit: it reports reaching it at once
     dump_fd: int = -1  # faulthandler writes a hung worker's stack here
     output_fd: int = -1  # JSON mode: fds 1 and 2 point here
+    metrics_fd: int = -1  # the shared area the app's prometheus_client values live in
 
     def fds(self) -> set[int]:
-        own = {self.channel.fileno(), self.dump_fd, self.output_fd}
+        own = {self.channel.fileno(), self.dump_fd, self.output_fd, self.metrics_fd}
         return {sock.fileno() for sock in self.listeners} | own | logs.sink_fds()
 
 
@@ -62,6 +63,8 @@ def run_worker(start: WorkerStart) -> None:
         if start.config.max_memory_hard:
             process.limit_memory(start.config.max_memory_hard)
         _setup_output(start)
+        if start.metrics_fd >= 0:
+            _pool_app_metrics(start)
         code = _serve(start, WorkerChannel(start.channel))
     except BaseException:  # the child must never unwind into the supervisor's stack
         logger.exception("Worker %d crashed", os.getpid())
@@ -73,6 +76,18 @@ def run_worker(start: WorkerStart) -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def _pool_app_metrics(start: WorkerStart) -> None:
+    # Imported only with metrics on; prometheus_client itself only if the app imports it.
+    from supervisor.appmetrics import client, values  # noqa: PLC0415
+    from supervisor.system import places  # noqa: PLC0415
+
+    values.install(start.metrics_fd)
+    c = start.config
+    client.enable(
+        places.control_socket(c.control_socket, c.pid, c.bind, c.uds, start.supervisor_pid)
+    )
 
 
 def _setup_output(start: WorkerStart) -> None:
