@@ -287,6 +287,7 @@ class Arbiter:
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
             handle.leaving = worker.leaving
+            self.hooks.call("child_exit", self.server, handle)
             self.hooks.call("worker_exit", self.server, handle)
         rolling = tuple(
             w.pid for w in self.pool.workers.values() if w.retiring is Reason.RELOAD and w.live

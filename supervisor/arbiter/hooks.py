@@ -31,10 +31,17 @@ HOOK_NAMES = frozenset(
         "when_ready",
         "pre_fork",
         "post_fork",
+        "post_worker_init",
+        "worker_int",
+        "worker_abort",
+        "pre_exec",
         "worker_exit",
+        "child_exit",
+        "nworkers_changed",
         "on_exit",
         "on_reload",
         "reopen_logs",
+        "ssl_context",
     }
 )
 

@@ -142,6 +142,32 @@ def _log_start(
             )
 
 
+def enter_places(config: Config) -> None:
+    """gunicorn's chdir (supervisor and workers), pythonpath and capture_output, done before
+    logging opens its files so that relative paths mean what they mean under gunicorn."""
+    if config.chdir:
+        try:
+            os.chdir(config.chdir)
+        except OSError as exc:
+            raise ConfigError(f"--chdir {config.chdir}: can't chdir ({exc.strerror}).") from exc
+    for entry in reversed([p for item in config.pythonpath for p in item.split(",") if p]):
+        path = str(Path(entry).resolve())
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    if config.capture_output and config.log_file and config.log_file != "-":
+        # gunicorn dup2()s both streams onto the error log: print() and stray tracebacks
+        # (and access lines meant for stdout) land in that file.
+        try:
+            fd = os.open(config.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise ConfigError(f"--log-file {config.log_file}: {exc.strerror}.") from exc
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+
+
 def _install_logging(config: Config, *, text_instance: bool) -> None:
     """Logging for the supervisor (workers inherit it); a bad format or log config is exit 2."""
     if config.access_log_format:
@@ -192,12 +218,15 @@ def run_config(
     text_instance = bool(config.instance_id)
     config = prepare(config)
     try:
+        enter_places(config)
         _install_logging(config, text_instance=text_instance)
     except ConfigError as exc:
         sys.stderr.write(f"supervisor: error: {exc}\n")
         return exc.exit_code
     for warning in invocation.warnings if invocation else ():
         logger.warning("%s", warning)
+    for note in invocation.notes if invocation else ():
+        logger.info("%s", note)
     started = Started(EnvFile(config.env_file))
     try:
         _start(config, started, app)

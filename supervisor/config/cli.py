@@ -27,6 +27,7 @@ class Invocation(NamedTuple):
     file_settings: dict[str, Any]
     hooks: dict[str, Any]
     warnings: list[str]
+    notes: tuple[str, ...] = ()  # info lines: config-file settings that do not apply here
 
 
 def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
@@ -41,9 +42,11 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> Invocation:
     file_settings: dict[str, Any] = {}
     hooks: dict[str, Any] = {}
     warnings: list[str] = [*env_warnings, *argv_warnings]
+    notes: tuple[str, ...] = ()
     if config_file:
         loaded = config_file_module.load(config_file)
         file_settings, hooks = loaded.settings, loaded.hooks
         warnings.extend(loaded.warnings)
+        notes = tuple(f"Config file {config_file}: {note}." for note in loaded.notes)
     settings = merge_settings(file_settings, env_settings(environ), namespace)
-    return Invocation(settings, config_file, file_settings, hooks, warnings)
+    return Invocation(settings, config_file, file_settings, hooks, warnings, notes)

@@ -27,7 +27,7 @@ from supervisor.errors import ConfigError
 _DROP_QUIETLY = {"--reuse-port": 0, "--no-sendfile": 0, "--threads": 1, "--worker-connections": 1}
 _DROP_QUIETLY["--worker-tmp-dir"] = 1
 _TRANSLATED = {"-k", "--worker-class", "-t", "--timeout", "--access-logfile", "-e", "--env"}
-_TRANSLATED |= {"--chdir", "--asgi-loop", "--asgi-lifespan"}
+_TRANSLATED |= {"--asgi-loop", "--asgi-lifespan"}
 
 
 def _translated(flag: str, value: str, env: dict[str, str], notes: list[str]) -> list[str]:
@@ -46,7 +46,7 @@ def _translated(flag: str, value: str, env: dict[str, str], notes: list[str]) ->
     if flag in ("-e", "--env"):
         env.update(parse_env(value))
         return []
-    renamed = {"--chdir": "--app-dir", "--asgi-loop": "--loop", "--asgi-lifespan": "--lifespan"}
+    renamed = {"--asgi-loop": "--loop", "--asgi-lifespan": "--lifespan"}
     return [renamed[flag], value]
 
 

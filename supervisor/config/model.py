@@ -41,6 +41,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     app: str = ""
     factory: bool = False
     app_dir: str = "."
+    chdir: str | None = None  # gunicorn's: the working directory of supervisor and workers
+    pythonpath: list[str] = msgspec.field(default_factory=list)
 
     workers: PosInt = 1
     allow_many_workers: bool = False
@@ -86,6 +88,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     log_file: str | None = None
     log_config: str | None = None
     log_config_dict: dict[str, Any] | None = None  # gunicorn's logconfig_dict
+    capture_output: bool = False  # gunicorn's: stdout/stderr into --log-file
     access_log: bool = True
     access_log_file: str | None = None
     access_log_format: str | None = None
@@ -99,6 +102,10 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     env_file: str | None = None
     server_header: bool = True
     date_header: bool = True
+    # gunicorn's request limits (0 = unlimited): 414 / 431 before the app sees the request.
+    limit_request_line: NonNegInt = 0
+    limit_request_fields: NonNegInt = 0
+    limit_request_field_size: NonNegInt = 0
 
     def __post_init__(self) -> None:
         if self.app and ":" not in self.app:

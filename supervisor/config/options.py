@@ -59,6 +59,18 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--factory",), "factory", "APP is a factory: call it to get the ASGI app."),
     Option(("--app-dir",), "app_dir", "Look for APP in this directory. [.]", "DIR"),
     Option(
+        ("--chdir",),
+        "chdir",
+        "Change to DIR (supervisor and workers) before loading the app, as gunicorn does.",
+        "DIR",
+    ),
+    Option(
+        ("--pythonpath",),
+        "pythonpath",
+        "Comma-separated directories put first on sys.path (gunicorn's --pythonpath).",
+        "DIRS",
+    ),
+    Option(
         ("--max-requests", "--limit-max-requests"),
         "max_requests",
         "Recycle a worker after N requests; 0 = never.",
@@ -195,6 +207,11 @@ OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option(
+        ("--capture-output",),
+        "capture_output",
+        "Redirect stdout and stderr (print(), stray tracebacks) into --log-file.",
+    ),
+    Option(
         ("--access-log",),
         "access_log",
         "Log every request. [on]",
@@ -249,6 +266,24 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         ("--date-header",), "date_header", "Send a Date header. [on]", negative="--no-date-header"
+    ),
+    Option(
+        ("--limit-request-line",),
+        "limit_request_line",
+        "Answer 414 to a request line longer than N bytes; 0 = no limit. [0]",
+        "N",
+    ),
+    Option(
+        ("--limit-request-fields",),
+        "limit_request_fields",
+        "Answer 431 to a request with more than N header fields; 0 = no limit. [0]",
+        "N",
+    ),
+    Option(
+        ("--limit-request-field-size", "--limit-request-field_size"),
+        "limit_request_field_size",
+        "Answer 431 to a header field longer than N bytes; 0 = no limit. [0]",
+        "N",
     ),
 )
 _BY_FIELD = {option.field: option for option in OPTIONS}
