@@ -26,6 +26,7 @@ from supervisor.errors import AppLoadError, ConfigError, SupervisorError
 from supervisor.pool import PoolSnapshot
 from supervisor.system import capacity, cgroups, ownership, pidfile, places, sockets
 from supervisor.system import watch as reload
+from supervisor.worker import tls
 
 if TYPE_CHECKING:
     from supervisor.config.cli import Invocation
@@ -109,7 +110,10 @@ def _log_start(
 ) -> None:
     logger.info("Starting supervisor %s (pid %d) for %s", __version__, os.getpid(), config.app)
     for sock in listeners:
-        logger.info("Listening at %s", sockets.describe(sock))
+        where = sockets.describe(sock)
+        if tls.enabled(config):  # the same socket; every worker wraps it in TLS
+            where = where.replace("http://", "https://", 1) + " (TLS)"
+        logger.info("Listening at %s", where)
     if metrics_listener is not None:
         # The bound address, so ":0" in --metrics-bind shows the port it got.
         logger.info("Metrics at %s/metrics", sockets.describe(metrics_listener))
@@ -249,6 +253,7 @@ def run_config(
 
 def _start(config: Config, started: Started, app: Any | None) -> None:
     check_workers(config)
+    tls.check(config)  # an unusable certificate: one line, before any socket or fork
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
     started.pid_file = pidfile.acquire(config.pid) if config.pid else None
     control.check_chosen_place(config)

@@ -146,6 +146,9 @@ class Spawner:
                 max_requests=limits.max_requests,
                 dump_fd=dump_w,
                 output_fd=output_w,
+                hooks=self.hooks,
+                server=self.server,
+                handle=handle,
             )
             _become_worker(start)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)

@@ -13,14 +13,12 @@ Hooks keep Gunicorn's signatures (see :mod:`supervisor.arbiter.hooks`).
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 import logging
 import os
 import re
 import traceback
-import types
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +35,10 @@ from supervisor.config.gunicorn_names import (
     UVICORN_WORKERS,
     WORKER_KWARGS,
     access_from_logconfig,
+    asgi_worker,
+    is_helper,
     merge_logconfig,
+    near_miss,
 )
 from supervisor.errors import ConfigError
 
@@ -214,6 +215,12 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "logconfig_dict": _logconfig_dict,
     "logconfig": lambda v: {"log_config": str(v)} if v else {},
     "logconfig_json": lambda v: {"log_config": str(v)} if v else {},
+    "certfile": lambda v: {"ssl_certfile": str(v)} if v else {},
+    "keyfile": lambda v: {"ssl_keyfile": str(v)} if v else {},
+    "ca_certs": lambda v: {"ssl_ca_certs": str(v)} if v else {},
+    "cert_reqs": _count("ssl_cert_reqs"),
+    "ciphers": lambda v: {"ssl_ciphers": str(v)} if v else {},
+    "ssl_version": _count("ssl_version"),
 }
 # Where gunicorn's default is not ours (a file given means gunicorn's meaning).
 GUNICORN_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -231,21 +238,6 @@ def parse_env(value: Any) -> dict[str, str]:
             raise ValueError(f'{item!r} is not "KEY=VALUE"')
         env[key.strip()] = val
     return env
-
-
-def _is_helper(value: Any) -> bool:
-    return isinstance(value, types.ModuleType) or inspect.isclass(value) or callable(value)
-
-
-def near_miss(name: str, namespace: Mapping[str, Any]) -> str | None:
-    """The gunicorn setting a lowercase name is a typo of, if the file does not set it too
-    (``keepalive_str`` beside ``keepalive`` is a helper, ``worker`` alone a typo)."""
-    if not name.islower() or name in GUNICORN_SETTINGS:
-        return None
-    match = difflib.get_close_matches(name, GUNICORN_SETTINGS, 1, 0.85)
-    if not match or match[0] in namespace or match[0] in HOOKS:
-        return None
-    return match[0]
 
 
 def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedConfig:
@@ -275,13 +267,17 @@ def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedCon
                 loaded.notes.append(f"{name} has no effect here: {EXPLAINED[name]}")
             elif name in GUNICORN_SETTINGS:
                 unsupported.append(name)
-            elif name in OWN_SETTINGS and not _is_helper(value):
+            elif name in OWN_SETTINGS and not is_helper(value):
                 hint = GUNICORN_SPELLING.get(name)
                 own.append(f"{name} (gunicorn's name is {hint})" if hint else name)
-            elif not _is_helper(value) and (match := near_miss(name, namespace)):
+            elif not is_helper(value) and (match := near_miss(name, namespace)):
                 typos.append(f"{name} (did you mean {match}?)")
         except ValueError as exc:
             raise ConfigError(f"{path}: {name} = {value!r}: {exc}.") from exc
+    if "ssl_context" in loaded.hooks and not asgi_worker(namespace.get("worker_class")):
+        # gunicorn's UvicornWorker never calls it: uvicorn builds its own context.
+        del loaded.hooks["ssl_context"]
+        loaded.notes.append("ssl_context is not called: UvicornWorker never calls it either")
     for name, defaults in GUNICORN_DEFAULTS.items():
         if name not in namespace:
             for key, item in defaults.items():
@@ -289,23 +285,20 @@ def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedCon
     if "accesslog" not in namespace and access_from_logconfig(loaded.settings):
         loaded.settings["access_log"] = True
     _validate(loaded.settings, path)
-    if unsupported:
-        loaded.warnings.append(
-            f"Config file {path}: ignoring gunicorn settings not supported here: "
-            + ", ".join(unsupported)
-            + "."
-        )
-    if own:
-        loaded.warnings.append(
-            f"Config file {path}: the supervisor's own settings are not read from a gunicorn"
-            " config file (gunicorn ignores them too); give them as flags or SUPERVISOR_*"
-            " variables: " + ", ".join(own) + "."
-        )
-    if typos:
-        loaded.warnings.append(
-            f"Config file {path}: not gunicorn settings, ignored: " + ", ".join(typos) + "."
-        )
+    for names_found, what in (
+        (unsupported, "ignoring gunicorn settings not supported here"),
+        (own, _OWN_NOTE),
+        (typos, "not gunicorn settings, ignored"),
+    ):
+        if names_found:
+            loaded.warnings.append(f"Config file {path}: {what}: {', '.join(names_found)}.")
     return loaded
+
+
+_OWN_NOTE = (
+    "the supervisor's own settings are not read from a gunicorn config file (gunicorn"
+    " ignores them too); give them as flags or SUPERVISOR_* variables"
+)
 
 
 def _validate(settings: Mapping[str, Any], path: str) -> None:

@@ -6,6 +6,9 @@ reads a config file with them.
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import types
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,6 +43,13 @@ WORKER_KWARGS = {
     "limit_concurrency": "max_concurrent",
     "limit_max_requests": "max_requests",
     "backlog": "backlog",
+    "ssl_keyfile": "ssl_keyfile",
+    "ssl_certfile": "ssl_certfile",
+    "ssl_keyfile_password": "ssl_keyfile_password",
+    "ssl_version": "ssl_version",
+    "ssl_cert_reqs": "ssl_cert_reqs",
+    "ssl_ca_certs": "ssl_ca_certs",
+    "ssl_ciphers": "ssl_ciphers",
 }
 
 # Every setting of gunicorn 27 (gunicorn.config.KNOWN_SETTINGS), without importing gunicorn.
@@ -173,3 +183,25 @@ def access_from_logconfig(settings: Mapping[str, Any]) -> bool:
     that gives gunicorn.access a handler logs requests even with ``accesslog`` unset."""
     loggers = (settings.get("log_config_dict") or {}).get("loggers", {})
     return bool((loggers.get("gunicorn.access") or {}).get("handlers"))
+
+
+def asgi_worker(value: Any) -> bool:
+    """gunicorn's own asgi worker (its class or a subclass), which calls ssl_context."""
+    if isinstance(value, str):
+        return value in ("asgi", "gunicorn.workers.gasgi.ASGIWorker")
+    return any(c.__name__ == "ASGIWorker" for c in getattr(value, "__mro__", ()))
+
+
+def is_helper(value: Any) -> bool:
+    return isinstance(value, types.ModuleType) or inspect.isclass(value) or callable(value)
+
+
+def near_miss(name: str, namespace: Mapping[str, Any]) -> str | None:
+    """The gunicorn setting a lowercase name is a typo of, if the file does not set it too
+    (``keepalive_str`` beside ``keepalive`` is a helper, ``worker`` alone a typo)."""
+    if not name.islower() or name in GUNICORN_SETTINGS:
+        return None
+    match = difflib.get_close_matches(name, GUNICORN_SETTINGS, 1, 0.85)
+    if not match or match[0] in namespace or match[0] in HOOKS:
+        return None
+    return match[0]

@@ -102,6 +102,14 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     env_file: str | None = None
     server_header: bool = True
     date_header: bool = True
+    # TLS, uvicorn's names (gunicorn's certfile, keyfile, ca_certs, cert_reqs, ciphers).
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_version: int = 17  # ssl.PROTOCOL_TLS_SERVER, as uvicorn
+    ssl_cert_reqs: NonNegInt = 0  # ssl.CERT_NONE
+    ssl_ca_certs: str | None = None
+    ssl_ciphers: str = "TLSv1"
     # gunicorn's request limits (0 = unlimited): 414 / 431 before the app sees the request.
     limit_request_line: NonNegInt = 0
     limit_request_fields: NonNegInt = 0

@@ -268,6 +268,38 @@ OPTIONS: tuple[Option, ...] = (
         ("--date-header",), "date_header", "Send a Date header. [on]", negative="--no-date-header"
     ),
     Option(
+        ("--ssl-certfile", "--certfile"),
+        "ssl_certfile",
+        "Serve HTTPS with this certificate (PEM); every worker serves TLS only.",
+        "FILE",
+    ),
+    Option(("--ssl-keyfile", "--keyfile"), "ssl_keyfile", "The certificate's private key.", "FILE"),
+    Option(
+        ("--ssl-keyfile-password",),
+        "ssl_keyfile_password",
+        "Password of --ssl-keyfile.",
+        "PASSWORD",
+    ),
+    Option(
+        ("--ssl-version",),
+        "ssl_version",
+        "ssl module protocol constant. [17: PROTOCOL_TLS_SERVER]",
+        "INT",
+    ),
+    Option(
+        ("--ssl-cert-reqs", "--cert-reqs"),
+        "ssl_cert_reqs",
+        "Client certificates: 0 none, 1 optional, 2 required (see --ssl-ca-certs). [0]",
+        "INT",
+    ),
+    Option(
+        ("--ssl-ca-certs", "--ca-certs"),
+        "ssl_ca_certs",
+        "CA bundle that client certificates are checked against.",
+        "FILE",
+    ),
+    Option(("--ssl-ciphers", "--ciphers"), "ssl_ciphers", "TLS ciphers (OpenSSL list). [TLSv1]"),
+    Option(
         ("--limit-request-line",),
         "limit_request_line",
         "Answer 414 to a request line longer than N bytes; 0 = no limit. [0]",

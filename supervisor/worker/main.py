@@ -23,7 +23,7 @@ from supervisor.channel import BootFailure, WorkerChannel
 from supervisor.config import Config
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
 from supervisor.logs.capture import STDERR_LEVEL, STDOUT_LEVEL, LogStream
-from supervisor.worker import assemble, process
+from supervisor.worker import assemble, process, tls
 from supervisor.worker.drain import DrainState
 from supervisor.worker.loading import AppLoadFailure, load_app
 from supervisor.worker.server import WorkerServer
@@ -45,6 +45,9 @@ class WorkerStart:
     max_requests: int = 0  # this worker's jittered limit: it reports reaching it at once
     dump_fd: int = -1  # faulthandler writes a hung worker's stack here
     output_fd: int = -1  # JSON mode: fds 1 and 2 point here
+    hooks: Any = None  # the config file's server hooks (supervisor.arbiter.hooks.Hooks)
+    server: Any = None  # the ``server`` and ``worker`` objects the hooks got in pre_fork
+    handle: Any = None
 
     def fds(self) -> set[int]:
         own = {self.channel.fileno(), self.dump_fd, self.output_fd}
@@ -105,6 +108,9 @@ def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
         drain.hooks.append(hook)
     uv_config = uvicorn_config(config, app)
     observed = assemble.observe(uv_config, config, drain, start.supervisor_pid)
+    if start.hooks is not None:
+        context = tls.custom_context(config, start.hooks.get("ssl_context"))
+        uv_config.ssl = context or uv_config.ssl
     startup_errors = logs.StartupErrorBuffer("uvicorn.error")
     server = WorkerServer(
         uv_config,
@@ -179,6 +185,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         server_header=config.server_header,
         date_header=config.date_header,
         factory=False,
+        **tls.uvicorn_kwargs(config),
     )
 
 
