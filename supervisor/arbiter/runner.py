@@ -24,7 +24,7 @@ from supervisor.config import Config, format_size, replace
 from supervisor.endpoints import control, metrics
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
 from supervisor.pool import PoolSnapshot
-from supervisor.system import capacity, cgroups, ownership, pidfile, places, sockets
+from supervisor.system import capacity, cgroups, ownership, pidfile, places, privileges, sockets
 from supervisor.system import watch as reload
 from supervisor.worker import tls
 
@@ -72,7 +72,7 @@ def preload_app(config: Config) -> Any:
         raise AppLoadError(str(exc)) from exc
 
 
-def open_listeners(config: Config) -> list[socket.socket]:
+def open_listeners(config: Config, owner: privileges.Identity | None = None) -> list[socket.socket]:
     specs = sockets.bind_specs(config.bind, config.host, config.port, config.uds, dict(os.environ))
     opened: list[socket.socket] = []
     try:
@@ -85,6 +85,8 @@ def open_listeners(config: Config) -> list[socket.socket]:
                     # A port someone else listens on is refused, unless sharing
                     # it is what --reuse-port asked for.
                     exclusive=not config.reuse_port,
+                    owner=owner,
+                    umask=config.umask,
                 )
             )
     except SupervisorError:
@@ -254,6 +256,7 @@ def run_config(
 def _start(config: Config, started: Started, app: Any | None) -> None:
     check_workers(config)
     tls.check(config)  # an unusable certificate: one line, before any socket or fork
+    identity = privileges.resolve(config.user, config.group)  # an unknown user: one line
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
     started.pid_file = pidfile.acquire(config.pid) if config.pid else None
     control.check_chosen_place(config)
@@ -261,7 +264,7 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
     app_dir = str(Path(config.app_dir).resolve())
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    started.listeners = open_listeners(config)
+    started.listeners = open_listeners(config, identity)
     if config.metrics_bind:
         started.metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
     started.preloaded = app if app is not None else preload_app(config) if config.preload else None

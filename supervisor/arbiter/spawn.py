@@ -26,7 +26,7 @@ from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.channel import make_pair
 from supervisor.config import Config
 from supervisor.logs import capture
-from supervisor.system import sockets
+from supervisor.system import privileges, sockets
 
 logger = logging.getLogger("supervisor")
 
@@ -78,6 +78,8 @@ class Spawner:
         self.supervisor_pid = os.getpid()
         self.rng = random.Random()
         self.spawned = 0  # every fork so far: a hook's worker.age
+        # --user/--group: resolved (and refused if unknown) by the runner before binding.
+        self.identity = privileges.resolve(config.user, config.group)
 
     def warm_up(self) -> None:
         """Import the worker's stack before forking (see the module docstring)."""
@@ -132,25 +134,8 @@ class Spawner:
             _close_fds(dump_r, dump_w, output_r, output_w)
             raise SpawnError(f"Cannot fork a worker ({exc.strerror or exc})") from exc
         if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
-            from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
-
             parent_end.close()
-            handle.pid = os.getpid()
-            self.hooks.call("post_fork", self.server, handle)
-            start = WorkerStart(
-                config,
-                listeners,
-                child_end,
-                self.supervisor_pid,
-                self.app(),
-                max_requests=limits.max_requests,
-                dump_fd=dump_w,
-                output_fd=output_w,
-                hooks=self.hooks,
-                server=self.server,
-                handle=handle,
-            )
-            _become_worker(start)
+            self._become(handle, listeners, child_end, limits, (dump_w, output_w))
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         _close_fds(dump_w, output_w)
@@ -161,6 +146,36 @@ class Spawner:
             pid, generation, limits=limits, channel=parent_end, dump_fd=dump_r, output_fd=output_r
         )
         return worker, handle
+
+    def _become(  # pragma: no cover - runs in the child; never returns
+        self,
+        handle: WorkerHandle,
+        listeners: list[socket.socket],
+        channel: socket.socket,
+        limits: policy.WorkerLimits,
+        pipes: tuple[int, int],
+    ) -> None:
+        """In the new child: post_fork (as root), the privilege drop, then the worker."""
+        from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
+
+        handle.pid = os.getpid()
+        self.hooks.call("post_fork", self.server, handle)
+        if self.identity is not None:  # after post_fork (still root), before the app
+            privileges.drop(self.identity)
+        start = WorkerStart(
+            self.config,
+            listeners,
+            channel,
+            self.supervisor_pid,
+            self.app(),
+            max_requests=limits.max_requests,
+            dump_fd=pipes[0],
+            output_fd=pipes[1],
+            hooks=self.hooks,
+            server=self.server,
+            handle=handle,
+        )
+        _become_worker(start)
 
     def _listeners(self) -> list[socket.socket]:
         if not self.config.reuse_port:

@@ -40,6 +40,7 @@ from supervisor.config.gunicorn_names import (
     merge_logconfig,
     near_miss,
 )
+from supervisor.config.gunicorn_values import boolean, integer, strings
 from supervisor.errors import ConfigError
 
 logger = logging.getLogger("supervisor")
@@ -64,37 +65,8 @@ class LoadedConfig:
 # Settings ------------------------------------------------------------------------------
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(item) for item in value]
-    raise ValueError(f"use a string or a list of strings, not {type(value).__name__}")
-
-
-def _int(value: Any) -> int:
-    """gunicorn's validate_pos_int: ints, or strings as int(value, 0) ("2", "0x10")."""
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ValueError(f"expected an integer, got {type(value).__name__}")
-    number = value if isinstance(value, int) else int(value.strip(), 0)
-    if number < 0:
-        raise ValueError("expected an integer >= 0")
-    return number
-
-
-def _bool(value: Any) -> bool:
-    """gunicorn's validate_bool: True/False, or the strings "true"/"false"."""
-    if isinstance(value, bool) or value is None:
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
-        return value.strip().lower() == "true"
-    raise ValueError('expected True, False, "true" or "false"')
-
-
 def _bind(value: Any) -> dict[str, Any]:
-    binds = [value] if isinstance(value, str) else _strings(value)
+    binds = [value] if isinstance(value, str) else strings(value)
     # One HOST:PORT becomes --host/--port, so that --port on the command line still wins.
     match = _HOST_PORT.fullmatch(binds[0]) if len(binds) == 1 else None
     if match is None:
@@ -106,12 +78,12 @@ _HOST_PORT = re.compile(r"(?:\[([0-9a-fA-F:.]+)\]|([^:/\[\]]+)):(\d+)")
 
 
 def _timeout(value: Any) -> dict[str, Any]:
-    seconds = _int(value)
+    seconds = integer(value)
     return {"timeout_worker": NEVER if seconds == 0 else seconds}
 
 
 def _keepalive(value: Any) -> dict[str, Any]:
-    seconds = _int(value)
+    seconds = integer(value)
     if seconds == 0:
         raise ValueError("keep-alive cannot be turned off here; use a small value such as 1")
     return {"timeout_keep_alive": seconds}
@@ -130,7 +102,7 @@ def _loglevel(value: Any) -> dict[str, Any]:
 
 
 def _forwarded(value: Any) -> dict[str, Any]:
-    return {"forwarded_allow_ips": ",".join(_strings(value))}
+    return {"forwarded_allow_ips": ",".join(strings(value))}
 
 
 def _errorlog(value: Any) -> dict[str, Any]:
@@ -164,12 +136,18 @@ def worker_class_settings(value: Any) -> dict[str, Any]:
     for key, item in (getattr(cls, "CONFIG_KWARGS", None) or {}).items():
         if key in WORKER_KWARGS and item is not None:
             ours = WORKER_KWARGS[key]
-            settings[ours] = ",".join(_strings(item)) if ours == "forwarded_allow_ips" else item
+            settings[ours] = ",".join(strings(item)) if ours == "forwarded_allow_ips" else item
     return settings
 
 
+def _checked(check: Callable[[Any], Any], value: Any) -> dict[str, Any]:
+    """A setting whose value is only validated: what it asks for is always done here."""
+    check(value)
+    return {}
+
+
 def _count(name: str) -> Callable[[Any], dict[str, Any]]:
-    return lambda value: {name: _int(value)}
+    return lambda value: {name: integer(value)}
 
 
 def _logconfig_dict(value: Any) -> dict[str, Any]:
@@ -181,7 +159,7 @@ def _logconfig_dict(value: Any) -> dict[str, Any]:
 
 
 def _pythonpath(value: Any) -> dict[str, Any]:
-    return {"pythonpath": _strings(value)} if value else {}
+    return {"pythonpath": strings(value)} if value else {}
 
 
 CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
@@ -197,16 +175,16 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "limit_request_line": _count("limit_request_line"),
     "limit_request_fields": _count("limit_request_fields"),
     "limit_request_field_size": _count("limit_request_field_size"),
-    "preload_app": lambda v: {"preload": _bool(v)},
-    "reload": lambda v: {"reload": _bool(v)},
-    "reload_extra_files": lambda v: {"reload_includes": _strings(v)} if v else {},
+    "preload_app": lambda v: {"preload": boolean(v)},
+    "reload": lambda v: {"reload": boolean(v)},
+    "reload_extra_files": lambda v: {"reload_includes": strings(v)} if v else {},
     "chdir": lambda v: {"chdir": str(v)},
     "pythonpath": _pythonpath,
     "pidfile": lambda v: {"pid": str(v)} if v else {},
     "accesslog": _accesslog,
     "errorlog": _errorlog,
     "loglevel": _loglevel,
-    "capture_output": lambda v: {"capture_output": _bool(v)},
+    "capture_output": lambda v: {"capture_output": boolean(v)},
     "forwarded_allow_ips": _forwarded,
     "asgi_loop": lambda v: {"loop": v},
     "asgi_lifespan": lambda v: {"lifespan": v},
@@ -215,6 +193,11 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "logconfig_dict": _logconfig_dict,
     "logconfig": lambda v: {"log_config": str(v)} if v else {},
     "logconfig_json": lambda v: {"log_config": str(v)} if v else {},
+    "user": lambda v: {"user": str(v)} if v not in (None, "") else {},
+    "group": lambda v: {"group": str(v)} if v not in (None, "") else {},
+    "umask": _count("umask"),
+    # Workers always get the user's groups (the issue asks for them; see system/privileges).
+    "initgroups": lambda v: _checked(boolean, v),
     "certfile": lambda v: {"ssl_certfile": str(v)} if v else {},
     "keyfile": lambda v: {"ssl_keyfile": str(v)} if v else {},
     "ca_certs": lambda v: {"ssl_ca_certs": str(v)} if v else {},
@@ -232,7 +215,7 @@ GUNICORN_DEFAULTS: dict[str, dict[str, Any]] = {
 def parse_env(value: Any) -> dict[str, str]:
     """gunicorn's raw_env / -e: ["KEY=VALUE", ...]."""
     env: dict[str, str] = {}
-    for item in [value] if isinstance(value, str) else _strings(value):
+    for item in [value] if isinstance(value, str) else strings(value):
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f'{item!r} is not "KEY=VALUE"')

@@ -102,6 +102,10 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     env_file: str | None = None
     server_header: bool = True
     date_header: bool = True
+    # gunicorn's privilege drop: workers run as user/group; umask for unix sockets.
+    user: str | None = None
+    group: str | None = None
+    umask: NonNegInt | None = None
     # TLS, uvicorn's names (gunicorn's certfile, keyfile, ca_certs, cert_reqs, ciphers).
     ssl_keyfile: str | None = None
     ssl_certfile: str | None = None
@@ -220,6 +224,12 @@ def _coerce(field: str, value: Any, auto_workers: Callable[[], int]) -> Any:
             return parse_size(value)
         except ValueError as exc:
             raise ConfigError(f"{option_name(field)}: {exc}.") from exc
+    if field == "umask" and isinstance(value, str):
+        text = value.strip()
+        try:  # "0o007" as gunicorn reads it, "007" as umask(1) writes it
+            return int(text, 0) if not text.startswith("0") or text[1:2].isalpha() else int(text, 8)
+        except ValueError as exc:
+            raise ConfigError(f'--umask: "{value}" is not a mask like 0o007.') from exc
     if field == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
         return auto_workers()
     if field in LIST_FIELDS and isinstance(value, str):

@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 from supervisor._version import __version__
 from supervisor.config.model import BOOL_FIELDS, ENV_PREFIX, LIST_FIELDS
+from supervisor.config.options_parity import PARITY_OPTIONS, Option
 from supervisor.errors import EXIT_USAGE, ConfigError
 
 CMD_ARGS_ENV = "SUPERVISOR_CMD_ARGS"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class Option(NamedTuple):
-    flags: tuple[str, ...]
-    field: str
-    help: str
-    metavar: str | None = None
-    choices: tuple[str, ...] | None = None
-    negative: str | None = None  # e.g. "--no-access-log" for boolean options
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -58,18 +50,6 @@ OPTIONS: tuple[Option, ...] = (
     Option(("--backlog",), "backlog", "Listen backlog. [2048]", "N"),
     Option(("--factory",), "factory", "APP is a factory: call it to get the ASGI app."),
     Option(("--app-dir",), "app_dir", "Look for APP in this directory. [.]", "DIR"),
-    Option(
-        ("--chdir",),
-        "chdir",
-        "Change to DIR (supervisor and workers) before loading the app, as gunicorn does.",
-        "DIR",
-    ),
-    Option(
-        ("--pythonpath",),
-        "pythonpath",
-        "Comma-separated directories put first on sys.path (gunicorn's --pythonpath).",
-        "DIRS",
-    ),
     Option(
         ("--max-requests", "--limit-max-requests"),
         "max_requests",
@@ -207,11 +187,6 @@ OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option(
-        ("--capture-output",),
-        "capture_output",
-        "Redirect stdout and stderr (print(), stray tracebacks) into --log-file.",
-    ),
-    Option(
         ("--access-log",),
         "access_log",
         "Log every request. [on]",
@@ -267,56 +242,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         ("--date-header",), "date_header", "Send a Date header. [on]", negative="--no-date-header"
     ),
-    Option(
-        ("--ssl-certfile", "--certfile"),
-        "ssl_certfile",
-        "Serve HTTPS with this certificate (PEM); every worker serves TLS only.",
-        "FILE",
-    ),
-    Option(("--ssl-keyfile", "--keyfile"), "ssl_keyfile", "The certificate's private key.", "FILE"),
-    Option(
-        ("--ssl-keyfile-password",),
-        "ssl_keyfile_password",
-        "Password of --ssl-keyfile.",
-        "PASSWORD",
-    ),
-    Option(
-        ("--ssl-version",),
-        "ssl_version",
-        "ssl module protocol constant. [17: PROTOCOL_TLS_SERVER]",
-        "INT",
-    ),
-    Option(
-        ("--ssl-cert-reqs", "--cert-reqs"),
-        "ssl_cert_reqs",
-        "Client certificates: 0 none, 1 optional, 2 required (see --ssl-ca-certs). [0]",
-        "INT",
-    ),
-    Option(
-        ("--ssl-ca-certs", "--ca-certs"),
-        "ssl_ca_certs",
-        "CA bundle that client certificates are checked against.",
-        "FILE",
-    ),
-    Option(("--ssl-ciphers", "--ciphers"), "ssl_ciphers", "TLS ciphers (OpenSSL list). [TLSv1]"),
-    Option(
-        ("--limit-request-line",),
-        "limit_request_line",
-        "Answer 414 to a request line longer than N bytes; 0 = no limit. [0]",
-        "N",
-    ),
-    Option(
-        ("--limit-request-fields",),
-        "limit_request_fields",
-        "Answer 431 to a request with more than N header fields; 0 = no limit. [0]",
-        "N",
-    ),
-    Option(
-        ("--limit-request-field-size", "--limit-request-field_size"),
-        "limit_request_field_size",
-        "Answer 431 to a header field longer than N bytes; 0 = no limit. [0]",
-        "N",
-    ),
+    *PARITY_OPTIONS,
 )
 _BY_FIELD = {option.field: option for option in OPTIONS}
 
