@@ -35,6 +35,7 @@ from supervisor.arbiter.spawn import Spawner, SpawnError
 from supervisor.channel import BootFailure, Heartbeat, Message, Ready
 from supervisor.config import Config
 from supervisor.pool import PoolSnapshot, Reason, StopMode, WorkerState
+from supervisor.system import titles
 from supervisor.system.exits import describe_status, exit_code, reap_children
 
 logger = logging.getLogger("supervisor")
@@ -314,6 +315,7 @@ class Arbiter:
             return
         timeout = FAST_STOP_SECONDS if fast else self.config.timeout_graceful + DRAIN_MARGIN
         self.stop_state = policy.StopState(fast, now + timeout)
+        titles.set_state("stopping" if fast else "draining")
         if first:
             for sock in self.spawner.listeners:
                 sock.close()  # workers hold their own copies of the listeners

@@ -24,7 +24,16 @@ from supervisor.config import Config, format_size, replace
 from supervisor.endpoints import control, metrics
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
 from supervisor.pool import PoolSnapshot
-from supervisor.system import capacity, cgroups, ownership, pidfile, places, privileges, sockets
+from supervisor.system import (
+    capacity,
+    cgroups,
+    ownership,
+    pidfile,
+    places,
+    privileges,
+    sockets,
+    titles,
+)
 from supervisor.system import watch as reload
 from supervisor.worker import tls
 
@@ -245,6 +254,7 @@ def run_config(
         logger.error("%s", exc)
         return exc.exit_code
     _log_start(config, started.listeners, started.metrics_listener)
+    titles.set_title("master", config)
     try:
         code = _serve(config, started, invocation)
     finally:

@@ -26,7 +26,7 @@ from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.channel import make_pair
 from supervisor.config import Config
 from supervisor.logs import capture
-from supervisor.system import privileges, sockets
+from supervisor.system import privileges, sockets, titles
 
 logger = logging.getLogger("supervisor")
 
@@ -159,6 +159,7 @@ class Spawner:
         from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
 
         handle.pid = os.getpid()
+        titles.set_title("worker", self.config, handle.age)
         self.hooks.call("post_fork", self.server, handle)
         if self.identity is not None:  # after post_fork (still root), before the app
             privileges.drop(self.identity)

@@ -193,6 +193,7 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "logconfig_dict": _logconfig_dict,
     "logconfig": lambda v: {"log_config": str(v)} if v else {},
     "logconfig_json": lambda v: {"log_config": str(v)} if v else {},
+    "proc_name": lambda v: {"proc_name": str(v)} if v else {},
     "user": lambda v: {"user": str(v)} if v not in (None, "") else {},
     "group": lambda v: {"group": str(v)} if v not in (None, "") else {},
     "umask": _count("umask"),

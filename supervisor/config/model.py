@@ -102,6 +102,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     env_file: str | None = None
     server_header: bool = True
     date_header: bool = True
+    proc_name: str | None = None  # process titles: "supervisor: master [NAME]"; [APP]
     # gunicorn's privilege drop: workers run as user/group; umask for unix sockets.
     user: str | None = None
     group: str | None = None

@@ -37,6 +37,12 @@ PARITY_OPTIONS: tuple[Option, ...] = (
         "Redirect stdout and stderr (print(), stray tracebacks) into --log-file.",
     ),
     Option(
+        ("-n", "--name", "--proc-name"),
+        "proc_name",
+        "Name in the process titles: 'supervisor: master [NAME]'. [APP]",
+        "NAME",
+    ),
+    Option(
         ("-u", "--user"),
         "user",
         "Run the workers as this user (name or uid); the supervisor stays root to bind.",

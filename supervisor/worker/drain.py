@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from supervisor.channel import WorkerChannel
+from supervisor.system import titles
 
 logger = logging.getLogger("supervisor.worker")
 
@@ -84,6 +85,7 @@ async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
     message = server.channel.pending_drain()
     last = message.last if message is not None else False
     server.drain.draining = True
+    titles.set_state("draining")
     server.send_heartbeat()  # the supervisor learns now, even from a direct SIGTERM
     logger.info(
         "Worker %d draining: %d connection(s), %d request(s) in flight",

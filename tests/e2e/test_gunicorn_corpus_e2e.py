@@ -53,7 +53,6 @@ HOOK_VIEWS = (
 )
 WORKER_EXIT = "worker_exit runs in the supervisor at reap (gunicorn: inside the worker)"
 WHEN_READY = "when_ready runs after the workers serve (gunicorn: before the first fork)"
-TITLES = "no process titles: ps shows the command line, gunicorn 'gunicorn: master [NAME]'"
 
 
 def unsupported(*names: str) -> str:
@@ -189,20 +188,17 @@ CASES: list[Any] = [
             "access": ["file:access.log"],
             "titles": ["master [corpus-daemon]", "worker [corpus-daemon]"],
         },
-        fails=because(TITLES, unsupported("proc_name") + " (in one line with daemon)"),
     ),
     case(
         "proc_name_from_env",
         env={"APP_NAME": "billing-api"},
         titles=True,
         expect={"titles": ["master [billing-api]", "worker [billing-api]"]},
-        fails=because(TITLES, unsupported("proc_name"), ACCESS),
     ),
     case(
         "default_proc_name",
         titles=True,
         expect={"titles": ["master [tests.apps.hello:app]", "worker [tests.apps.hello:app]"]},
-        fails=because(TITLES, ACCESS),
     ),
     case("worker_tmp_dir_threads", dirs=("uploads",), expect={"warnings": 0}),
     case(
