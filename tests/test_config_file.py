@@ -353,6 +353,8 @@ def test_gunicorn_cmd_args_are_translated() -> None:
         "-",
         "--error-logfile",
         "-",
+        "-n",  # gunicorn's process-title name is ours too
+        "myapp",
         "--preload",
         "--timeout-worker",
         str(config_file.NEVER),
@@ -363,7 +365,7 @@ def test_gunicorn_cmd_args_are_translated() -> None:
     ]
     assert export == {"A": "1"}
     assert warnings[0].startswith("Using GUNICORN_CMD_ARGS")
-    assert "ignoring options this supervisor does not support: -n, -D" in warnings[1]
+    assert "ignoring options this supervisor does not support: -D" in warnings[1]
     namespace = cli.build_parser().parse_args([*args, "tests.apps.hello:app"])
     assert namespace.workers == "4"
 
@@ -458,13 +460,15 @@ def test_cli_parse_honours_gunicorn_cmd_args(monkeypatch: pytest.MonkeyPatch) ->
 
 @needs_cli_diff
 def test_gunicorn_cmd_args_run_the_supervisor(start_supervisor: StartSupervisor) -> None:
-    args = "-w 2 -k uvicorn_worker.UvicornWorker --access-logfile - --name web -e GREETING=hi"
+    args = (
+        "-w 2 -k uvicorn_worker.UvicornWorker --access-logfile - --statsd-host x:1 -e GREETING=hi"
+    )
     sup = start_supervisor("tests.apps.hello:app", env={"GUNICORN_CMD_ARGS": args})
     sup.wait_serving(2)
     assert sup.get("/env", params={"name": "GREETING"}).text == "hi"
     log = sup.log()
     assert "Using GUNICORN_CMD_ARGS" in log
-    assert "ignoring options this supervisor does not support: --name" in log
+    assert "ignoring options this supervisor does not support: --statsd-host" in log
 
 
 def test_when_ready_is_called_once(start_supervisor: StartSupervisor, tmp_path: Path) -> None:
