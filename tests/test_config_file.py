@@ -72,6 +72,7 @@ def test_common_gunicorn_settings_become_ours(tmp_path: Path) -> None:
         "forwarded_allow_ips": "10.0.0.1,10.0.0.2",
         "pid": "/tmp/app.pid",
         "chdir": "/srv/app",
+        "restart_batch": config_file.HUP_ALL_AT_ONCE,  # gunicorn's SIGHUP: all at once
     }
     assert loaded.warnings == []  # worker_tmp_dir and threads change nothing, as under gunicorn
     assert [note.split(" has no effect")[0] for note in loaded.notes] == [
@@ -114,6 +115,7 @@ def test_config_file_is_read_with_gunicorns_meaning(tmp_path: Path) -> None:
         "timeout_keep_alive": 5,
         "timeout_worker": config_file.NEVER,  # "0" from the environment: no timeout
         "backlog": 64,
+        "restart_batch": config_file.HUP_ALL_AT_ONCE,
     }
     assert loaded.warnings == [
         f"Config file {path}: ignoring gunicorn settings not supported here: statsd_host, syslog.",
@@ -128,7 +130,12 @@ def test_config_file_is_read_with_gunicorns_meaning(tmp_path: Path) -> None:
 
 def test_gunicorn_defaults_apply_when_a_config_file_is_given(tmp_path: Path) -> None:
     loaded = config_file.load(write(tmp_path, "workers = 2\n"), environ={})
-    assert loaded.settings == {"workers": 2, "access_log": False, "timeout_keep_alive": 2}
+    assert loaded.settings == {
+        "workers": 2,
+        "access_log": False,  # no access log unless accesslog is set
+        "timeout_keep_alive": 2,  # gunicorn's keepalive
+        "restart_batch": config_file.HUP_ALL_AT_ONCE,  # SIGHUP forks every new worker first
+    }
 
 
 def test_logconfig_dict_with_an_access_handler_turns_the_access_log_on(tmp_path: Path) -> None:
@@ -148,7 +155,11 @@ def test_logconfig_dict_with_an_access_handler_turns_the_access_log_on(tmp_path:
 
 def test_accesslog_none_turns_access_log_off(tmp_path: Path) -> None:
     loaded = config_file.load(write(tmp_path, "accesslog = None\n"), environ={})
-    assert loaded.settings == {"access_log": False, "timeout_keep_alive": 2}
+    assert loaded.settings == {
+        "access_log": False,
+        "timeout_keep_alive": 2,
+        "restart_batch": config_file.HUP_ALL_AT_ONCE,
+    }
 
 
 @pytest.mark.parametrize(
@@ -228,6 +239,7 @@ def test_bind_lists_and_unix_sockets_stay_binds(tmp_path: Path) -> None:
         "bind": ["127.0.0.1:1", "unix:/tmp/app.sock"],
         "access_log": False,
         "timeout_keep_alive": 2,
+        "restart_batch": config_file.HUP_ALL_AT_ONCE,
     }
 
 
@@ -248,6 +260,7 @@ def test_precedence_cli_over_env_over_file(tmp_path: Path) -> None:
         "max_requests": 10,
         "access_log": False,  # gunicorn's defaults, under the flags and the environment
         "timeout_keep_alive": 2,
+        "restart_batch": config_file.HUP_ALL_AT_ONCE,
     }
 
 

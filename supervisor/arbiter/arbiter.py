@@ -96,6 +96,7 @@ class Arbiter:
         supervisor sets its loop up: a faster first response."""
         signals_.remember_until_the_loop_listens()
         self.spawner.warm_up()
+        self.hooks.call("when_ready", self.server)  # gunicorn's: listeners up, before forking
         for _ in range(self.pool.target):
             if signals_.stop_pending():
                 logger.info("Stop requested while starting: no more workers forked")
@@ -210,8 +211,7 @@ class Arbiter:
             if not self.pool.served and not any(
                 w.state is WorkerState.BOOTING for w in self.pool.workers.values()
             ):
-                self.pool.served = True  # gunicorn calls when_ready once, not per respawn
-                self.hooks.call("when_ready", self.server)
+                self.pool.served = True
         elif isinstance(message, Heartbeat):
             worker.requests, worker.in_flight = message.requests, message.in_flight
             worker.connections = message.connections
@@ -288,8 +288,7 @@ class Arbiter:
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
             handle.leaving = worker.leaving
-            self.hooks.call("child_exit", self.server, handle)
-            self.hooks.call("worker_exit", self.server, handle)
+            self.hooks.call("child_exit", self.server, handle)  # worker_exit ran in the worker
         rolling = tuple(
             w.pid for w in self.pool.workers.values() if w.retiring is Reason.RELOAD and w.live
         )

@@ -33,6 +33,7 @@ from supervisor.system import (
     privileges,
     sockets,
     titles,
+    workdir,
 )
 from supervisor.system import watch as reload
 from supervisor.worker import tls
@@ -157,32 +158,6 @@ def _log_start(
             )
 
 
-def enter_places(config: Config) -> None:
-    """gunicorn's chdir (supervisor and workers), pythonpath and capture_output, done before
-    logging opens its files so that relative paths mean what they mean under gunicorn."""
-    if config.chdir:
-        try:
-            os.chdir(config.chdir)
-        except OSError as exc:
-            raise ConfigError(f"--chdir {config.chdir}: can't chdir ({exc.strerror}).") from exc
-    for entry in reversed([p for item in config.pythonpath for p in item.split(",") if p]):
-        path = str(Path(entry).resolve())
-        if path not in sys.path:
-            sys.path.insert(0, path)
-    if config.capture_output and config.log_file and config.log_file != "-":
-        # gunicorn dup2()s both streams onto the error log: print() and stray tracebacks
-        # (and access lines meant for stdout) land in that file.
-        try:
-            fd = os.open(config.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise ConfigError(f"--log-file {config.log_file}: {exc.strerror}.") from exc
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.close(fd)
-
-
 def _install_logging(config: Config, *, text_instance: bool) -> None:
     """Logging for the supervisor (workers inherit it); a bad format or log config is exit 2."""
     if config.access_log_format:
@@ -233,7 +208,7 @@ def run_config(
     text_instance = bool(config.instance_id)
     config = prepare(config)
     try:
-        enter_places(config)
+        workdir.enter(config)
         _install_logging(config, text_instance=text_instance)
     except ConfigError as exc:
         sys.stderr.write(f"supervisor: error: {exc}\n")
@@ -285,13 +260,18 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
 def _serve(config: Config, started: Started, invocation: Invocation | None) -> int:
     hooks = Hooks(invocation.hooks if invocation else None)
     server = ServerHandle(config)
+    hooks.call("nworkers_changed", server, config.workers, None)  # gunicorn's first hook
     hooks.call("on_starting", server)
+    gunicorn_file = bool(invocation and invocation.config_file)
 
     def on_hup(server: ServerHandle) -> None:
         try:
             started.env_file.load()
         except ConfigError as exc:
             logger.error("Reload: %s Keeping the previous environment.", exc)
+        if gunicorn_file:  # gunicorn's SIGHUP goes back to the config's worker count
+            old, arbiter.pool.target = arbiter.pool.target, config.workers
+            hooks.call("nworkers_changed", server, config.workers, old)
         hooks.call("on_reload", server)
 
     arbiter = Arbiter(

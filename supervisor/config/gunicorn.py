@@ -30,6 +30,7 @@ from supervisor.config.gunicorn_names import (
     GUNICORN_SETTINGS,
     GUNICORN_SPELLING,
     HOOKS,
+    NOT_CALLED,
     OWN_SETTINGS,
     QUIET,
     UVICORN_WORKERS,
@@ -211,6 +212,8 @@ GUNICORN_DEFAULTS: dict[str, dict[str, Any]] = {
     "accesslog": {"access_log": False},
     "keepalive": {"timeout_keep_alive": 2},
 }
+# gunicorn's SIGHUP forks every new worker, then stops the old ones (not one by one).
+HUP_ALL_AT_ONCE = 1024
 
 
 def parse_env(value: Any) -> dict[str, str]:
@@ -236,7 +239,9 @@ def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedCon
     for name in names:
         value = namespace[name]
         try:
-            if name in HOOKS:
+            if name in NOT_CALLED and value is not None:
+                unsupported.append(f"{name} (never called: {NOT_CALLED[name]})")
+            elif name in HOOKS:
                 if value is not None:
                     _add_hook(loaded, name, value)
             elif name in CONVERTERS:
@@ -262,6 +267,7 @@ def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedCon
         # gunicorn's UvicornWorker never calls it: uvicorn builds its own context.
         del loaded.hooks["ssl_context"]
         loaded.notes.append("ssl_context is not called: UvicornWorker never calls it either")
+    loaded.settings.setdefault("restart_batch", HUP_ALL_AT_ONCE)
     for name, defaults in GUNICORN_DEFAULTS.items():
         if name not in namespace:
             for key, item in defaults.items():

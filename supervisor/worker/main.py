@@ -25,6 +25,7 @@ from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WOR
 from supervisor.logs.capture import STDERR_LEVEL, STDOUT_LEVEL, LogStream
 from supervisor.worker import assemble, process, tls
 from supervisor.worker.drain import DrainState
+from supervisor.worker.hook_calls import WorkerHooks
 from supervisor.worker.loading import AppLoadFailure, load_app
 from supervisor.worker.server import WorkerServer
 
@@ -94,6 +95,14 @@ def _setup_output(start: WorkerStart) -> None:
 
 
 def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
+    hooks = WorkerHooks(start.hooks, start.server, start.handle)
+    try:
+        return _serve_app(start, channel, hooks)
+    finally:
+        hooks.worker_exit()  # in the worker, on its way out (gunicorn's moment)
+
+
+def _serve_app(start: WorkerStart, channel: WorkerChannel, hooks: WorkerHooks) -> int:
     config = start.config
     try:
         app = start.app if start.app is not None else load_app(config)
@@ -128,6 +137,8 @@ def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
     observed.observer.fd_ceiling = server.fd_ceiling
     observed.observer.on_fd_pressure = server.stop_accepting
     observed.observer.on_memory_error = lambda: server.ask_recycle("memory-hard")
+    server.on_interrupt = hooks.worker_int
+    hooks.post_worker_init()  # the app is loaded, privileges are dropped: before serving
     try:
         with startup_errors:
             asyncio_run(
