@@ -275,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="A gunicorn-style Python config file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="Load the configuration and import the app, then exit (0 = fine).",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the effective settings, each with its source, then exit.",
+    )
     for option in OPTIONS:
         kwargs: dict[str, Any] = {"dest": option.field, "help": option.help}
         if option.field in BOOL_FIELDS:

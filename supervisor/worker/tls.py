@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from uvicorn.config import create_ssl_context
@@ -59,10 +60,16 @@ def check(config: Config) -> None:
         raise ConfigError("--ssl-keyfile needs --ssl-certfile (the certificate it signs).")
     if not enabled(config):
         return
+    given = {
+        "--ssl-certfile": config.ssl_certfile,
+        "--ssl-keyfile": config.ssl_keyfile,
+        "--ssl-ca-certs": config.ssl_ca_certs,
+    }
+    for flag, path in given.items():
+        if path and not Path(path).is_file():
+            raise ConfigError(f"TLS: {flag} {path}: no such file.")
     try:
         context_factory(config)()
-    except FileNotFoundError as exc:
-        raise ConfigError(f"TLS: {exc.filename}: no such file.") from exc
     except (OSError, ssl.SSLError, ValueError, TypeError) as exc:
         files = ", ".join(str(f) for f in (config.ssl_certfile, config.ssl_keyfile) if f)
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc
