@@ -23,6 +23,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # First of all: a SIGHUP or SIGTERM sent right after start must not kill us.
     early_signals.install()
     args = list(sys.argv[1:] if argv is None else argv)
+    from supervisor.system import clash  # noqa: PLC0415 - after the signals are safe
+
+    mixed = clash.check_here()
+    if mixed:
+        sys.stderr.write(f"supervisor: error: {mixed}\n")
+        sys.exit(2)
     if args[:1] and args[0] in CLIENT_COMMANDS:
         from supervisor.commands import client as control_client  # noqa: PLC0415
 
