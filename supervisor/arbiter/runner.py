@@ -36,7 +36,7 @@ from supervisor.system import (
     workdir,
 )
 from supervisor.system import watch as reload
-from supervisor.worker import tls
+from supervisor.worker import http_choice, tls
 
 if TYPE_CHECKING:
     from supervisor.config.cli import Invocation
@@ -241,6 +241,7 @@ def run_config(
 def _start(config: Config, started: Started, app: Any | None) -> None:
     check_workers(config)
     tls.check(config)  # an unusable certificate: one line, before any socket or fork
+    http_choice.check(config)
     identity = privileges.resolve(config.user, config.group)  # an unknown user: one line
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
     started.pid_file = pidfile.acquire(config.pid) if config.pid else None

@@ -115,6 +115,17 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     ssl_cert_reqs: NonNegInt = 0  # ssl.CERT_NONE
     ssl_ca_certs: str | None = None
     ssl_ciphers: str = "TLSv1"
+    # uvicorn's, passed to every worker's uvicorn.Config.
+    ws_max_size: PosInt = 16777216
+    ws_max_queue: PosInt = 32
+    ws_ping_interval: NonNegFloat | None = 20.0
+    ws_ping_timeout: NonNegFloat | None = 20.0
+    ws_per_message_deflate: bool = True
+    interface: Literal["auto", "asgi3", "asgi2"] = "auto"
+    headers: list[str] = msgspec.field(default_factory=list)  # "Name: Value"
+    h11_max_incomplete_event_size: PosInt | None = None
+    reset_contextvars: bool = False
+    http2: bool = False
     # gunicorn's request limits (0 = unlimited): 414 / 431 before the app sees the request.
     limit_request_line: NonNegInt = 0
     limit_request_fields: NonNegInt = 0
@@ -129,6 +140,12 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
             raise ConfigError("--max-requests-jitter needs --max-requests to be set.")
         if self.max_lifetime_jitter and not self.max_lifetime:
             raise ConfigError("--max-lifetime-jitter needs --max-lifetime to be set.")
+        for header in self.headers:
+            name, sep, _ = header.partition(":")
+            if not sep or not _HEADER_NAME.fullmatch(name.strip()):
+                raise ConfigError(f'--header "{header}": use "Name: Value".')
+        if self.http2 and self.http != "zttp":
+            raise ConfigError("--http2 needs --http zttp (uvicorn serves HTTP/2 with zttp only).")
         if not self.instance_header or not _HEADER_NAME.fullmatch(self.instance_header):
             raise ConfigError(f'--instance-header "{self.instance_header}" is not a header name.')
 

@@ -89,7 +89,7 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
-        ("--timeout-worker", "--timeout", "-t"),
+        ("--timeout-worker", "--timeout", "-t", "--timeout-worker-healthcheck"),
         "timeout_worker",
         "Kill and replace a worker whose event loop is silent this long. [30]",
         "SECONDS",
@@ -287,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for option in OPTIONS:
         kwargs: dict[str, Any] = {"dest": option.field, "help": option.help}
+        if option.valued:
+            parser.add_argument(*option.flags, type=_boolean, metavar=option.metavar, **kwargs)
+            continue
         if option.field in BOOL_FIELDS:
             parser.add_argument(*option.flags, action="store_true", **kwargs)
             if option.negative:
@@ -303,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = option.choices
         parser.add_argument(*option.flags, metavar=option.metavar, **kwargs)
     return parser
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in _TRUE | _FALSE:
+        raise argparse.ArgumentTypeError(f"use true or false, not {text!r}")
+    return lowered in _TRUE
 
 
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:

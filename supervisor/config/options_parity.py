@@ -16,6 +16,7 @@ class Option(NamedTuple):
     metavar: str | None = None
     choices: tuple[str, ...] | None = None
     negative: str | None = None  # e.g. "--no-access-log" for boolean options
+    valued: bool = False  # a boolean given as a value ("--ws-per-message-deflate false")
 
 
 PARITY_OPTIONS: tuple[Option, ...] = (
@@ -87,6 +88,36 @@ PARITY_OPTIONS: tuple[Option, ...] = (
         "FILE",
     ),
     Option(("--ssl-ciphers", "--ciphers"), "ssl_ciphers", "TLS ciphers (OpenSSL list). [TLSv1]"),
+    Option(("--ws-max-size",), "ws_max_size", "WebSocket max message size in bytes.", "BYTES"),
+    Option(("--ws-max-queue",), "ws_max_queue", "WebSocket message queue length. [32]", "N"),
+    Option(("--ws-ping-interval",), "ws_ping_interval", "WebSocket ping interval. [20]", "S"),
+    Option(("--ws-ping-timeout",), "ws_ping_timeout", "WebSocket ping timeout. [20]", "S"),
+    Option(
+        ("--ws-per-message-deflate",),
+        "ws_per_message_deflate",
+        "WebSocket per-message-deflate compression: true or false. [true]",
+        "BOOL",
+        valued=True,
+    ),
+    Option(
+        ("--interface",),
+        "interface",
+        "ASGI3 or ASGI2 (WSGI apps need a WSGI server). [auto]",
+        choices=("auto", "asgi3", "asgi2"),
+    ),
+    Option(("--header",), "headers", "Default response header 'Name:Value'; repeatable.", "HDR"),
+    Option(
+        ("--h11-max-incomplete-event-size",),
+        "h11_max_incomplete_event_size",
+        "For h11, the most bytes of an incomplete event to buffer.",
+        "BYTES",
+    ),
+    Option(
+        ("--reset-contextvars",),
+        "reset_contextvars",
+        "Run each request in a fresh contextvars.Context.",
+    ),
+    Option(("--http2",), "http2", "HTTP/2 (needs --http zttp and the zttp package)."),
     Option(
         ("--limit-request-line",),
         "limit_request_line",

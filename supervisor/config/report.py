@@ -40,10 +40,11 @@ def render(rows: list[tuple[str, Any, str]]) -> str:
 def check(config: Config) -> str:
     """Everything a start checks before binding; the one-line verdict, or an exception."""
     from supervisor.system import privileges, workdir  # noqa: PLC0415 - only when asked
-    from supervisor.worker import AppLoadFailure, load_app, tls  # noqa: PLC0415
+    from supervisor.worker import AppLoadFailure, http_choice, load_app, tls  # noqa: PLC0415
 
     workdir.enter(config)
     tls.check(config)
+    http_choice.check(config)
     privileges.resolve(config.user, config.group)
     app_dir = str(Path(config.app_dir).resolve())
     if app_dir not in sys.path:

@@ -192,12 +192,29 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         timeout_keep_alive=int(config.timeout_keep_alive) or 1,
         timeout_graceful_shutdown=int(config.timeout_graceful) if config.timeout_graceful else None,
         backlog=config.backlog,
-        headers=[(config.instance_header, config.instance_id)] if config.instance_id else None,
+        headers=_headers(config),
+        ws_max_size=config.ws_max_size,
+        ws_max_queue=config.ws_max_queue,
+        ws_ping_interval=config.ws_ping_interval,
+        ws_ping_timeout=config.ws_ping_timeout,
+        ws_per_message_deflate=config.ws_per_message_deflate,
+        interface=config.interface,
+        h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
+        reset_contextvars=config.reset_contextvars,
+        http2=config.http2,
         server_header=config.server_header,
         date_header=config.date_header,
         factory=False,
         **tls.uvicorn_kwargs(config),
     )
+
+
+def _headers(config: Config) -> list[tuple[str, str]] | None:
+    """--header "Name: Value" (uvicorn's), and the instance header."""
+    headers = [(n.strip(), v.strip()) for n, _, v in (h.partition(":") for h in config.headers)]
+    if config.instance_id:
+        headers.append((config.instance_header, config.instance_id))
+    return headers or None
 
 
 __all__ = ["AppLoadFailure", "WorkerStart", "load_app", "run_worker", "uvicorn_config"]
