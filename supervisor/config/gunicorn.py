@@ -194,6 +194,7 @@ CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
     "logconfig_dict": _logconfig_dict,
     "logconfig": lambda v: {"log_config": str(v)} if v else {},
     "logconfig_json": lambda v: {"log_config": str(v)} if v else {},
+    "websocket_max_message_size": _count("ws_max_size"),
     "proc_name": lambda v: {"proc_name": str(v)} if v else {},
     "user": lambda v: {"user": str(v)} if v not in (None, "") else {},
     "group": lambda v: {"group": str(v)} if v not in (None, "") else {},
