@@ -38,6 +38,7 @@ from supervisor.arbiter.spawn import Spawner, SpawnError
 from supervisor.channel import BootFailure, Heartbeat, Message, Ready
 from supervisor.config import Config
 from supervisor.pool import PoolSnapshot, Reason, StopMode, WorkerState
+from supervisor.system import titles
 from supervisor.system.exits import describe_status, exit_code, reap_children
 
 logger = logging.getLogger("supervisor")
@@ -105,6 +106,7 @@ class Arbiter:
         supervisor sets its loop up: a faster first response."""
         signals_.remember_until_the_loop_listens()
         self.spawner.warm_up()
+        self.hooks.call("when_ready", self.server)  # gunicorn's: listeners up, before forking
         for _ in range(self.pool.target):
             if signals_.stop_pending():
                 logger.info("Stop requested while starting: no more workers forked")
@@ -219,8 +221,7 @@ class Arbiter:
             if not self.pool.served and not any(
                 w.state is WorkerState.BOOTING for w in self.pool.workers.values()
             ):
-                self.pool.served = True  # gunicorn calls when_ready once, not per respawn
-                self.hooks.call("when_ready", self.server)
+                self.pool.served = True
         elif isinstance(message, Heartbeat):
             worker.requests, worker.in_flight = message.requests, message.in_flight
             worker.connections = message.connections
@@ -301,7 +302,7 @@ class Arbiter:
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
             handle.leaving = worker.leaving
-            self.hooks.call("worker_exit", self.server, handle)
+            self.hooks.call("child_exit", self.server, handle)  # worker_exit ran in the worker
         rolling = tuple(
             w.pid for w in self.pool.workers.values() if w.retiring is Reason.RELOAD and w.live
         )
@@ -327,6 +328,7 @@ class Arbiter:
             return
         timeout = FAST_STOP_SECONDS if fast else self.config.timeout_graceful + DRAIN_MARGIN
         self.stop_state = policy.StopState(fast, now + timeout)
+        titles.set_state("stopping" if fast else "draining")
         if first:
             for sock in self.spawner.listeners:
                 sock.close()  # workers hold their own copies of the listeners

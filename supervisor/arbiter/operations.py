@@ -91,7 +91,9 @@ def set_target(arbiter: Arbiter, workers: int) -> str | None:
             return verdict.message
         if verdict.message:
             logger.warning("Scaling up: %s", verdict.message)
-    pool.target = max(1, workers)
+    old, pool.target = pool.target, max(1, workers)
+    if pool.target != old:
+        arbiter.hooks.call("nworkers_changed", arbiter.server, pool.target, old)
     return None
 
 

@@ -24,8 +24,19 @@ from supervisor.config import Config, format_size, replace
 from supervisor.endpoints import control, metrics
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
 from supervisor.pool import PoolSnapshot
-from supervisor.system import capacity, cgroups, ownership, pidfile, places, sockets
+from supervisor.system import (
+    capacity,
+    cgroups,
+    ownership,
+    pidfile,
+    places,
+    privileges,
+    sockets,
+    titles,
+    workdir,
+)
 from supervisor.system import watch as reload
+from supervisor.worker import http_choice, tls
 
 if TYPE_CHECKING:
     from supervisor.config.cli import Invocation
@@ -71,7 +82,7 @@ def preload_app(config: Config) -> Any:
         raise AppLoadError(str(exc)) from exc
 
 
-def open_listeners(config: Config) -> list[socket.socket]:
+def open_listeners(config: Config, owner: privileges.Identity | None = None) -> list[socket.socket]:
     specs = sockets.bind_specs(config.bind, config.host, config.port, config.uds, dict(os.environ))
     opened: list[socket.socket] = []
     try:
@@ -84,6 +95,8 @@ def open_listeners(config: Config) -> list[socket.socket]:
                     # A port someone else listens on is refused, unless sharing
                     # it is what --reuse-port asked for.
                     exclusive=not config.reuse_port,
+                    owner=owner,
+                    umask=config.umask,
                 )
             )
     except SupervisorError:
@@ -109,7 +122,10 @@ def _log_start(
 ) -> None:
     logger.info("Starting supervisor %s (pid %d) for %s", __version__, os.getpid(), config.app)
     for sock in listeners:
-        logger.info("Listening at %s", sockets.describe(sock))
+        where = sockets.describe(sock)
+        if tls.enabled(config):  # the same socket; every worker wraps it in TLS
+            where = where.replace("http://", "https://", 1) + " (TLS)"
+        logger.info("Listening at %s", where)
     if metrics_listener is not None:
         # The bound address, so ":0" in --metrics-bind shows the port it got.
         logger.info("Metrics at %s/metrics", sockets.describe(metrics_listener))
@@ -192,12 +208,15 @@ def run_config(
     text_instance = bool(config.instance_id)
     config = prepare(config)
     try:
+        workdir.enter(config)
         _install_logging(config, text_instance=text_instance)
     except ConfigError as exc:
         sys.stderr.write(f"supervisor: error: {exc}\n")
         return exc.exit_code
     for warning in invocation.warnings if invocation else ():
         logger.warning("%s", warning)
+    for note in invocation.notes if invocation else ():
+        logger.info("%s", note)
     started = Started(EnvFile(config.env_file))
     try:
         _start(config, started, app)
@@ -210,6 +229,7 @@ def run_config(
         logger.error("%s", exc)
         return exc.exit_code
     _log_start(config, started.listeners, started.metrics_listener)
+    titles.set_title("master", config)
     try:
         code = _serve(config, started, invocation)
     finally:
@@ -220,6 +240,9 @@ def run_config(
 
 def _start(config: Config, started: Started, app: Any | None) -> None:
     check_workers(config)
+    tls.check(config)  # an unusable certificate: one line, before any socket or fork
+    http_choice.check(config)
+    identity = privileges.resolve(config.user, config.group)  # an unknown user: one line
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
     started.pid_file = pidfile.acquire(config.pid) if config.pid else None
     control.check_chosen_place(config)
@@ -227,7 +250,7 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
     app_dir = str(Path(config.app_dir).resolve())
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    started.listeners = open_listeners(config)
+    started.listeners = open_listeners(config, identity)
     if config.metrics_bind:
         started.metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
     started.preloaded = app if app is not None else preload_app(config) if config.preload else None
@@ -238,13 +261,18 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
 def _serve(config: Config, started: Started, invocation: Invocation | None) -> int:
     hooks = Hooks(invocation.hooks if invocation else None)
     server = ServerHandle(config)
+    hooks.call("nworkers_changed", server, config.workers, None)  # gunicorn's first hook
     hooks.call("on_starting", server)
+    gunicorn_file = bool(invocation and invocation.config_file)
 
     def on_hup(server: ServerHandle) -> None:
         try:
             started.env_file.load()
         except ConfigError as exc:
             logger.error("Reload: %s Keeping the previous environment.", exc)
+        if gunicorn_file:  # gunicorn's SIGHUP goes back to the config's worker count
+            old, arbiter.pool.target = arbiter.pool.target, config.workers
+            hooks.call("nworkers_changed", server, config.workers, old)
         hooks.call("on_reload", server)
 
     arbiter = Arbiter(

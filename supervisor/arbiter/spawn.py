@@ -27,7 +27,7 @@ from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.channel import make_pair
 from supervisor.config import Config
 from supervisor.logs import capture
-from supervisor.system import sockets
+from supervisor.system import privileges, sockets, titles
 
 logger = logging.getLogger("supervisor")
 
@@ -81,6 +81,8 @@ class Spawner:
         self.rng = random.Random()
         self.spawned = 0  # every fork so far: a hook's worker.age
         self.harvest = harvest
+        # --user/--group: resolved (and refused if unknown) by the runner before binding.
+        self.identity = privileges.resolve(config.user, config.group)
 
     def warm_up(self) -> None:
         """Import the worker's stack before forking (see the module docstring)."""
@@ -130,23 +132,8 @@ class Spawner:
             _close_fds(dump_r, dump_w, output_r, output_w, metrics_fd)
             raise SpawnError(f"Cannot fork a worker ({exc.strerror or exc})") from exc
         if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
-            from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
-
             parent_end.close()
-            handle.pid = os.getpid()
-            self.hooks.call("post_fork", self.server, handle)
-            start = WorkerStart(
-                config,
-                listeners,
-                child_end,
-                self.supervisor_pid,
-                self.app(),
-                max_requests=limits.max_requests,
-                dump_fd=dump_w,
-                output_fd=output_w,
-                metrics_fd=metrics_fd,
-            )
-            _become_worker(start)
+            self._become(handle, listeners, child_end, limits, (dump_w, output_w, metrics_fd))
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         _close_fds(dump_w, output_w)
@@ -171,6 +158,38 @@ class Spawner:
             return self.harvest.open() if self.harvest is not None else -1
         except OSError as exc:
             raise SpawnError(f"Cannot make a worker's metrics area ({exc})") from exc
+
+    def _become(  # pragma: no cover - runs in the child; never returns
+        self,
+        handle: WorkerHandle,
+        listeners: list[socket.socket],
+        channel: socket.socket,
+        limits: policy.WorkerLimits,
+        fds: tuple[int, int, int],
+    ) -> None:
+        """In the new child: post_fork (as root), the privilege drop, then the worker."""
+        from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
+
+        handle.pid = os.getpid()
+        titles.set_title("worker", self.config, handle.age)
+        self.hooks.call("post_fork", self.server, handle)
+        if self.identity is not None:  # after post_fork (still root), before the app
+            privileges.drop(self.identity)
+        start = WorkerStart(
+            self.config,
+            listeners,
+            channel,
+            self.supervisor_pid,
+            self.app(),
+            max_requests=limits.max_requests,
+            dump_fd=fds[0],
+            output_fd=fds[1],
+            metrics_fd=fds[2],
+            hooks=self.hooks,
+            server=self.server,
+            handle=handle,
+        )
+        _become_worker(start)
 
     def _listeners(self) -> list[socket.socket]:
         if not self.config.reuse_port:

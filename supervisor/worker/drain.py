@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from supervisor.channel import WorkerChannel
 from supervisor.notice import NOTICE, DrainNotice
+from supervisor.system import titles
 from supervisor.worker import closing
 
 logger = logging.getLogger("supervisor.worker")
@@ -98,6 +99,8 @@ async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
     message = server.channel.pending_drain()
     last = message.last if message is not None else False
     server.drain.start(server.graceful)  # the app is told now: it may close what it holds
+    server.drain.draining = True
+    titles.set_state("draining")
     server.send_heartbeat()  # the supervisor learns now, even from a direct SIGTERM
     logger.info(
         "Worker %d draining: %d connection(s), %d request(s) in flight",

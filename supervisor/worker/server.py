@@ -19,7 +19,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -39,6 +39,8 @@ logger = logging.getLogger("supervisor.worker")
 # seconds), and at once when something the supervisor acts on changes.
 HEARTBEAT_EVERY_TICKS = 10
 ORPHAN_DRAIN_SECONDS = 1.0
+# A SIGINT not followed by the supervisor's drain this soon was sent to this worker alone.
+INTERRUPT_GRACE = 0.5
 DRAIN_POLL_SECONDS = 0.05
 TICK_SECONDS = 0.1  # uvicorn's main loop
 FD_STOP_RATIO = 0.9  # of RLIMIT_NOFILE: headroom for what in-flight requests still open
@@ -81,6 +83,8 @@ class WorkerServer(uvicorn.Server):
         self.boot_started = time.monotonic()
         self.drain_clean = True
         self._awaiting_head_since: dict[Any, float] = {}
+        self.interrupted: float | None = None  # SIGINT to this worker (see _handle_int)
+        self.on_interrupt: Callable[[], None] | None = None  # gunicorn's worker_int
 
     # Signals ---------------------------------------------------------------
 
@@ -91,7 +95,7 @@ class WorkerServer(uvicorn.Server):
         previous = {
             signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_term),
             signal.SIGQUIT: signal.signal(signal.SIGQUIT, self._handle_quit),
-            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGINT: signal.signal(signal.SIGINT, self._handle_int),
             signal.SIGUSR1: signal.signal(signal.SIGUSR1, self._handle_usr1),
         }
         # A stop that came while the app was loading: honoured now, a clean exit.
@@ -113,6 +117,23 @@ class WorkerServer(uvicorn.Server):
             self.drain_requested = True
         else:
             self.should_exit = True  # still starting: nothing is open yet
+
+    def _handle_int(self, sig: int, frame: FrameType | None) -> None:
+        # A terminal's Ctrl-C reaches the whole group: the supervisor then drains us
+        # within moments. Only a SIGINT meant for this worker alone (no drain follows)
+        # makes it call worker_int and drain on its own, as gunicorn's workers exit.
+        if not self.should_exit and self.interrupted is None:
+            self.interrupted = time.monotonic()
+
+    def _check_interrupt(self) -> None:
+        if self.interrupted is None or self.should_exit:
+            return
+        if time.monotonic() - self.interrupted < INTERRUPT_GRACE:
+            return
+        logger.info("Worker %d received SIGINT: draining", os.getpid())
+        if self.on_interrupt is not None:
+            self.on_interrupt()
+        self.should_exit = True
 
     def _handle_usr1(self, sig: int, frame: FrameType | None) -> None:
         self.reopen_logs = True  # done on the next tick, outside the handler
@@ -138,6 +159,7 @@ class WorkerServer(uvicorn.Server):
         should_exit = await super().on_tick(counter) or self.drain_requested
         if self.loop_lag:
             self._check_loop_lag(time.perf_counter())  # the clock request times use
+        self._check_interrupt()
         if self.reopen_logs:
             self.reopen_logs = False
             logs.reopen()
