@@ -27,6 +27,7 @@ from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
+from supervisor.arbiter.canary import Rollouts
 from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
@@ -68,6 +69,7 @@ class Arbiter:
     ) -> None:
         self.config = config
         self.pool = Pool(target=config.workers, batch=config.restart_batch)
+        self.rollouts = Rollouts(config, self.pool)
         self.books = Books()
         self.backoff = Backoff()
         self.boots = BootWatch(preloaded_app)
@@ -127,7 +129,8 @@ class Arbiter:
             self.act(policy.stop_step(workers, self.stop_state, now))
             return
         pool = self.pool
-        self.act(policy.pool_actions(workers, pool.target, pool.batch, self.backoff.allows(now)))
+        decided = policy.pool_actions(workers, pool.target, pool.batch, self.backoff.allows(now))
+        self.act(self.rollouts.hold(decided))
 
     def act(self, decided: list[act_.Action]) -> None:
         """Carry out what the policy decided; the one place that signals workers."""
@@ -246,6 +249,7 @@ class Arbiter:
         self.probe.measure(self.pool.workers.values(), now)
         workers = list(self.pool.workers.values())
         self.act(policy.check(workers, now, self._checks(), stalled=stalled))
+        self.act(self.rollouts.tick(now, stopping=self.stop_state is not None))
 
     def _checks(self) -> policy.Checks:
         c = self.config
@@ -283,6 +287,7 @@ class Arbiter:
         outputs.log_stack_dump(worker)
         worker.transition(WorkerState.STOPPED)
         self.books.close(worker)
+        self.act(self.rollouts.on_exit(worker))
         handle = self.server.WORKERS.pop(worker.pid, None)
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
@@ -361,4 +366,6 @@ def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:
         exited_requests=books.exited_requests,
         exited_stats=dict(books.exited_stats),
         boot_failing=arbiter.boots.failing,
+        rollouts=dict(sorted(arbiter.rollouts.results.items())),
+        rollout=arbiter.rollouts.status(),
     )

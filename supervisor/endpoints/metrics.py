@@ -23,6 +23,7 @@ logger = logging.getLogger("supervisor")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEAD_LIMIT = 8192
+ROLLOUT_RESULTS = ("completed", "aborted")  # supervisor.arbiter.canary ends a roll so
 
 
 def _escape(value: str) -> str:
@@ -78,6 +79,9 @@ def render(snapshot: PoolSnapshot) -> str:
         out.sample(
             "supervisor_worker_restarts_total", snapshot.restarts.get(reason, 0), reason=reason
         )
+    out.family("supervisor_rollouts_total", "counter", "Rolling restarts by how they ended.")
+    for result in ROLLOUT_RESULTS:
+        out.sample("supervisor_rollouts_total", snapshot.rollouts.get(result, 0), result=result)
     out.family("supervisor_worker_rss_bytes", "gauge", "Resident memory of each worker.")
     for w in workers:
         out.sample("supervisor_worker_rss_bytes", w.rss_bytes, worker=str(w.pid))
