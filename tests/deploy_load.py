@@ -30,6 +30,9 @@ class DeployLoad:
     connections: int = 4
     max_seconds: float = 60.0
     pause: float = 0.002  # between requests: steady traffic without saturating 2 cores
+    # A new connection after this many requests, as clients and proxies churn them: new
+    # connections are what reach new workers (a kept-alive one stays where it is).
+    reconnect_every: int = 20
     answers: list[Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -68,13 +71,19 @@ class DeployLoad:
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        with httpx.Client(limits=limits, timeout=10) as client:
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    response = client.get(self.url)
-                    answer = Answer(time.monotonic(), response.status_code, response.text)
-                except httpx.HTTPError as exc:
-                    answer = Answer(time.monotonic(), 0, f"{type(exc).__name__}: {exc}")
-                with self._lock:
-                    self.answers.append(answer)
-                time.sleep(self.pause)
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            with httpx.Client(limits=limits, timeout=10) as client:
+                for _ in range(self.reconnect_every):
+                    if self._stop.is_set():
+                        break
+                    self._one(client)
+                    time.sleep(self.pause)
+
+    def _one(self, client: httpx.Client) -> None:
+        try:
+            response = client.get(self.url)
+            answer = Answer(time.monotonic(), response.status_code, response.text)
+        except httpx.HTTPError as exc:
+            answer = Answer(time.monotonic(), 0, f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self.answers.append(answer)

@@ -89,3 +89,72 @@ def test_ready_path_holds_a_worker_until_its_app_is_ready(
     new = start_supervisor(APP, "-w", "1", "--env-file", str(env_file))
     new.wait_serving(1, timeout=3)
     assert "not ready" not in new.log()
+
+
+def _canary(start_supervisor: StartSupervisor, env_file: Path, *args: str) -> SupervisorProcess:
+    _build(env_file, "v1")
+    sup = start_supervisor(
+        APP, "-w", "2", "--no-access-log", "--env-file", str(env_file),
+        "--canary-seconds", "3", "--timeout-graceful", "5", *args,
+    )  # fmt: skip
+    sup.wait_serving(2)
+    return sup
+
+
+def test_a_build_answering_30_percent_500s_is_rolled_back_then_a_good_one_rolls(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "build.env"
+    sup = _canary(start_supervisor, env_file)
+    with DeployLoad(sup.url + "/") as load:
+        load.wait_count(100)
+        _build(env_file, "v2", fail_share="0.3")
+        hup = time.monotonic()
+        sup.signal(signal.SIGHUP)
+        _until(sup, lambda: "Canary aborted" in sup.log(), 20)
+        aborted = time.monotonic()
+        _until(sup, lambda: _versions(sup, 20) == {"v1"}, 10)
+        time.sleep(1.0)
+        v2 = [a for a in load.since(hup) if a.body == "v2"]
+        # Only the canary answered v2, and only during its window (and its drain).
+        assert v2, "the canary served no traffic"
+        assert max(a.at for a in v2) < aborted + 1.0
+        failures = _failures(load)
+        assert failures and set(failures) == {(500, "v2")}, load.tally()
+        share = len(failures) / len(v2)
+        assert 0.2 < share < 0.4, share  # the canary's own 30%, none of the old generation's
+        # The next SIGHUP tries again with what is on disk then: a healthy v3 rolls through.
+        _build(env_file, "v3")
+        again = time.monotonic()
+        sup.signal(signal.SIGHUP)
+        _until(sup, lambda: "Rolling restart complete" in sup.log(), 30)
+        _until(sup, lambda: sup.children() == sup.serving_pids(), 10)
+        assert _failures(load, since=again) == []
+    log = sup.log()
+    line = next(x for x in log.splitlines() if "Canary aborted" in x)
+    assert "5xx share up" in line and "requests judged; rolling back to generation 1" in line
+    assert "Canary passed" in log
+    assert _versions(sup) == {"v3"}
+    metrics = sup.get("/").text  # the app answers; metrics come from `status` below
+    assert metrics == "v3"
+    print(f"\nverdict: {line}\ntime to abort: {aborted - hup:.1f}s; 500s: {len(failures)}")
+
+
+def test_a_build_that_crashes_after_boot_is_rolled_back(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "build.env"
+    sup = _canary(start_supervisor, env_file)
+    with DeployLoad(sup.url + "/") as load:
+        load.wait_count(100)
+        _build(env_file, "v2", crash_after="1.5")
+        sup.signal(signal.SIGHUP)
+        _until(sup, lambda: "Canary aborted" in sup.log(), 20)
+        _until(sup, lambda: _versions(sup, 20) == {"v1"}, 10)
+        settled = time.monotonic()
+        time.sleep(1.0)
+        assert _failures(load, since=settled) == []
+    # At most the requests in flight on the canary when it died fail (one per connection).
+    assert len(_failures(load)) <= load.connections, load.tally()
+    assert "1 new worker(s) crashed" in sup.log()
+    assert _versions(sup) == {"v1"}

@@ -102,7 +102,10 @@ class Rollouts:
         its first batch (a lost old worker is not replaced by new code either)."""
         if not self.holding:
             return decided
-        room = self.pool.batch - len(self._new(live=True))
+        rollout = self.current
+        assert rollout is not None
+        # A crashed canary is not replaced by its own build: the next tick rolls back.
+        room = 0 if rollout.crashed else self.pool.batch - len(self._new(live=True))
         held: list[act_.Action] = []
         for action in decided:
             if isinstance(action, act_.Drain) and action.reason is Reason.RELOAD:
