@@ -7,14 +7,20 @@ going through the roll and records which version answered what.
 
 from __future__ import annotations
 
+import json
+import re
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from tests.conftest import StartSupervisor
 from tests.deploy_load import DeployLoad
-from tests.supervisor_process import SupervisorProcess, wait_for
+from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
 
 APP = "tests.apps.canary:app"
 
@@ -36,6 +42,15 @@ def _until(sup: SupervisorProcess, predicate: Callable[[], object], timeout: flo
         wait_for(predicate, timeout)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{sup.log()}") from None
+
+
+def _status(env_file: Path) -> dict[str, object]:
+    command = [sys.executable, "-m", "supervisor", "status", "--json"]
+    command += ["--control-socket", str(env_file.with_suffix(".sock"))]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=20, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    shown: dict[str, object] = json.loads(done.stdout)
+    return shown
 
 
 def _failures(load: DeployLoad, since: float = 0.0) -> list[tuple[int, str]]:
@@ -95,7 +110,8 @@ def _canary(start_supervisor: StartSupervisor, env_file: Path, *args: str) -> Su
     _build(env_file, "v1")
     sup = start_supervisor(
         APP, "-w", "2", "--no-access-log", "--env-file", str(env_file),
-        "--canary-seconds", "3", "--timeout-graceful", "5", *args,
+        "--canary-seconds", "3", "--timeout-graceful", "5",
+        "--control-socket", str(env_file.with_suffix(".sock")), *args,
     )  # fmt: skip
     sup.wait_serving(2)
     return sup
@@ -105,7 +121,8 @@ def test_a_build_answering_30_percent_500s_is_rolled_back_then_a_good_one_rolls(
     start_supervisor: StartSupervisor, tmp_path: Path
 ) -> None:
     env_file = tmp_path / "build.env"
-    sup = _canary(start_supervisor, env_file)
+    metrics_port = free_port()
+    sup = _canary(start_supervisor, env_file, "--metrics-bind", f"127.0.0.1:{metrics_port}")
     with DeployLoad(sup.url + "/") as load:
         load.wait_count(100)
         _build(env_file, "v2", fail_share="0.3")
@@ -114,6 +131,9 @@ def test_a_build_answering_30_percent_500s_is_rolled_back_then_a_good_one_rolls(
         _until(sup, lambda: "Canary aborted" in sup.log(), 20)
         aborted = time.monotonic()
         _until(sup, lambda: _versions(sup, 20) == {"v1"}, 10)
+        shown = _status(env_file)
+        assert shown["rollouts"] == {"aborted": 1}
+        assert str(shown["rollout"]).startswith("Canary aborted after")
         time.sleep(1.0)
         v2 = [a for a in load.since(hup) if a.body == "v2"]
         # Only the canary answered v2, and only during its window (and its drain).
@@ -135,8 +155,10 @@ def test_a_build_answering_30_percent_500s_is_rolled_back_then_a_good_one_rolls(
     assert "5xx share up" in line and "requests judged; rolling back to generation 1" in line
     assert "Canary passed" in log
     assert _versions(sup) == {"v3"}
-    metrics = sup.get("/").text  # the app answers; metrics come from `status` below
-    assert metrics == "v3"
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    assert re.search(r'supervisor_rollouts_total\{.*result="aborted"\} 1\n', metrics)
+    assert re.search(r'supervisor_rollouts_total\{.*result="completed"\} 1\n', metrics)
+    assert re.search(r'supervisor_worker_restarts_total\{.*reason="rollback"\} 1\n', metrics)
     print(f"\nverdict: {line}\ntime to abort: {aborted - hup:.1f}s; 500s: {len(failures)}")
 
 
@@ -158,3 +180,25 @@ def test_a_build_that_crashes_after_boot_is_rolled_back(
     assert len(_failures(load)) <= load.connections, load.tally()
     assert "1 new worker(s) crashed" in sup.log()
     assert _versions(sup) == {"v1"}
+
+
+def test_sigterm_during_a_canary_stops_cleanly(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "build.env"
+    sup = _canary(start_supervisor, env_file)
+    with DeployLoad(sup.url + "/") as load:
+        load.wait_count(50)
+        _build(env_file, "v2", fail_share="0.3")
+        sup.signal(signal.SIGHUP)
+        _until(sup, lambda: len(sup.serving_pids()) == 3, 10)  # the canary serves
+        assert "rollouts: none yet; canary of generation 2" in subprocess.run(
+            [sys.executable, "-m", "supervisor", "status", "--control-socket",
+             str(env_file.with_suffix(".sock"))],
+            capture_output=True, text=True, timeout=20, cwd=REPO,
+        ).stdout  # fmt: skip
+        sup.signal(signal.SIGTERM)
+        assert sup.wait_exit(15) == 0
+    log = sup.log()
+    assert "Canary aborted" not in log and "Canary passed" not in log
+    assert not {a.status for a in load.answers} - {200, 500, 0}
