@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.app.cluster import backend
 from tests.conftest import StartSupervisor
 from tests.deploy_load import DeployLoad
 from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
@@ -202,3 +203,28 @@ def test_sigterm_during_a_canary_stops_cleanly(
     log = sup.log()
     assert "Canary aborted" not in log and "Canary passed" not in log
     assert not {a.status for a in load.answers} - {200, 500, 0}
+
+
+def test_the_reference_apps_ready_holds_back_a_build_whose_backend_checks_fail(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "app.env"
+    with backend() as slice_:
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in slice_.env.items()))
+        sup = start_supervisor(
+            "app.main:app", "-w", "2", "--no-access-log", "--env-file", str(env_file),
+            "--ready-path", "/ready", "--timeout-boot", "4",
+        )  # fmt: skip
+        old = sup.wait_serving(2, timeout=30)
+        with DeployLoad(sup.url + "/health") as load:
+            load.wait_count(50)
+            # It starts (its lifespan reaches Redis and Postgres), but its /ready pings
+            # cannot answer in time: the build is held back by the app's own check.
+            failing = {**slice_.env, "FASTAGENTIC_READY_TIMEOUT": "0.000001"}
+            env_file.write_text("".join(f"{k}={v}\n" for k, v in failing.items()))
+            sup.signal(signal.SIGHUP)
+            _until(sup, lambda: "Rolling restart aborted" in sup.log(), 30)
+        assert "not ready: GET /ready answered 503" in sup.log()
+        assert _failures(load) == []
+        assert sup.serving_pids() == old
+        assert sup.get("/ready").status_code == 200
