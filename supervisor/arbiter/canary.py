@@ -168,8 +168,13 @@ class Rollouts:
 
     def _abort(self, line: str) -> list[act_.Action]:
         self.last_verdict = line
-        new = self._new(live=True)
-        keep = [w for w in self.pool.workers.values() if w.live and w.retiring is Reason.RELOAD]
+        rollout = self.current
+        assert rollout is not None
+        # Newer than what is rolled back to: this roll's workers, and those of an
+        # undecided roll it was started over.
+        live = [w for w in self.pool.workers.values() if w.live]
+        new = [w for w in live if w.generation > rollout.previous_generation]
+        keep = [w for w in live if w not in new and w.retiring is Reason.RELOAD]
         self._end("aborted", restore=True)
         return [
             act_.Log(logging.ERROR, line),

@@ -182,3 +182,22 @@ def test_nothing_is_judged_while_stopping() -> None:
     pool.workers[3] = new = _worker(3, 2)
     rollouts.on_exit(new)
     assert rollouts.tick(1.0, stopping=True) == []
+
+
+def test_a_roll_over_an_undecided_canary_rolls_back_to_the_generation_before_both() -> None:
+    rollouts, pool = _rolled()
+    pool.workers[3] = _worker(3, 2)  # the first canary, undecided
+    env = dict(os.environ)
+    pool.roll()  # a second SIGHUP: generation 3
+    rollouts.begin(env, 2)
+    pool.workers[4] = _worker(4, 3)
+    del pool.workers[4]
+    rollouts.on_exit(_worker(4, 3))  # generation 3's canary crashed
+    decided = rollouts.tick(1.0, stopping=False)
+    assert "rolling back to generation 1" in str(decided[0])
+    assert set(decided[1:]) == {
+        act_.KeepServing(1),
+        act_.KeepServing(2),
+        act_.Drain(3, Reason.ROLLBACK),
+    }
+    assert pool.generation == 1
