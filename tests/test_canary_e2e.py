@@ -21,6 +21,7 @@ import httpx
 from tests.app.cluster import backend
 from tests.conftest import StartSupervisor
 from tests.deploy_load import DeployLoad
+from tests.notify_socket import NotifySocket
 from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
 
 APP = "tests.apps.canary:app"
@@ -107,12 +108,17 @@ def test_ready_path_holds_a_worker_until_its_app_is_ready(
     assert "not ready" not in new.log()
 
 
-def _canary(start_supervisor: StartSupervisor, env_file: Path, *args: str) -> SupervisorProcess:
+def _canary(
+    start_supervisor: StartSupervisor,
+    env_file: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+) -> SupervisorProcess:
     _build(env_file, "v1")
     sup = start_supervisor(
         APP, "-w", "2", "--no-access-log", "--env-file", str(env_file),
         "--canary-seconds", "3", "--timeout-graceful", "5",
-        "--control-socket", str(env_file.with_suffix(".sock")), *args,
+        "--control-socket", str(env_file.with_suffix(".sock")), *args, env=env,
     )  # fmt: skip
     sup.wait_serving(2)
     return sup
@@ -167,7 +173,15 @@ def test_a_build_that_crashes_after_boot_is_rolled_back(
     start_supervisor: StartSupervisor, tmp_path: Path
 ) -> None:
     env_file = tmp_path / "build.env"
-    sup = _canary(start_supervisor, env_file)
+    with NotifySocket(tmp_path / "notify.sock") as systemd:
+        sup = _canary(start_supervisor, env_file, env=systemd.env)
+        _crash_rolled_back(sup, env_file)
+        told = systemd.wait_for(lambda m: "STATUS" in m.tags, 5, "a STATUS")
+    assert told.pid == sup.pid
+    assert told.tags["STATUS"].startswith("Canary aborted after")
+
+
+def _crash_rolled_back(sup: SupervisorProcess, env_file: Path) -> None:
     with DeployLoad(sup.url + "/") as load:
         load.wait_count(100)
         _build(env_file, "v2", crash_after="1.5")

@@ -30,6 +30,7 @@ from supervisor.arbiter import canary_policy as judge_
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
 from supervisor.config import Config
 from supervisor.pool import Reason, WorkerState
+from supervisor.system import sdnotify
 
 logger = logging.getLogger("supervisor")
 
@@ -64,6 +65,9 @@ class Rollouts:
         self.current: Rollout | None = None
         self.results: dict[str, int] = {}
         self.last_verdict: str | None = None
+        # The verdict goes to systemd too (STATUS=, `systemctl status`) under Type=notify;
+        # without $NOTIFY_SOCKET this is a no-op.
+        self.notifier = sdnotify.Notifier()
 
     # A roll starts, is held, is judged ------------------------------------------
 
@@ -140,9 +144,8 @@ class Rollouts:
         )
         if verdict.outcome is judge_.Outcome.ABORTED:
             return self._abort(line)
-        self.last_verdict = line
         rollout.canary = False  # a plain roll from here on
-        return [act_.Log(logging.INFO, line)]
+        return [self._verdict(logging.INFO, line)]
 
     def on_exit(self, worker: WorkerRecord) -> list[act_.Action]:
         """A worker of the new generation is gone: a crash, or one that never got ready."""
@@ -166,8 +169,12 @@ class Rollouts:
 
     # Ends ------------------------------------------------------------------------
 
-    def _abort(self, line: str) -> list[act_.Action]:
+    def _verdict(self, level: int, line: str) -> act_.Log:
         self.last_verdict = line
+        self.notifier.status(line, force=True)
+        return act_.Log(level, line)
+
+    def _abort(self, line: str) -> list[act_.Action]:
         rollout = self.current
         assert rollout is not None
         # Newer than what is rolled back to: this roll's workers, and those of an
@@ -177,7 +184,7 @@ class Rollouts:
         keep = [w for w in live if w not in new and w.retiring is Reason.RELOAD]
         self._end("aborted", restore=True)
         return [
-            act_.Log(logging.ERROR, line),
+            self._verdict(logging.ERROR, line),
             *(act_.KeepServing(w.pid) for w in keep),
             *(act_.Drain(w.pid, Reason.ROLLBACK) for w in new),
         ]
