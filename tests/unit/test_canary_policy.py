@@ -11,6 +11,7 @@ from supervisor.arbiter import canary_policy as cp
 from supervisor.arbiter.canary import Rollouts
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
 from supervisor.config import Config
+from supervisor.errors import ConfigError
 from supervisor.pool import Reason, WorkerState
 from supervisor.worker.counters import Counters
 
@@ -201,3 +202,27 @@ def test_a_roll_over_an_undecided_canary_rolls_back_to_the_generation_before_bot
         act_.Drain(3, Reason.ROLLBACK),
     }
     assert pool.generation == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"ready_path": "ready"}, '--ready-path must start with "/"'),
+        ({"canary_max_p99_ratio": 0.5}, "--canary-max-p99-ratio must be above 1"),
+    ],
+)
+def test_settings_a_user_gets_wrong_are_one_clear_error(
+    settings: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Config(app="a:b", **settings)  # type: ignore[arg-type]
+
+
+def test_the_defaults_keep_rolls_as_they_were() -> None:
+    config = Config(app="a:b")
+    assert (config.ready_path, config.canary_seconds) == (None, 0.0)
+    assert (config.canary_max_error_rate, config.canary_max_p99_ratio) == (0.05, 0.0)
+    rollouts = Rollouts(config, Pool(target=2, batch=1))
+    rollouts.begin(dict(os.environ), 1)
+    assert not rollouts.holding
+    assert rollouts.hold([act_.Drain(1, Reason.RELOAD)]) == [act_.Drain(1, Reason.RELOAD)]
