@@ -29,7 +29,7 @@ APP = "tests.apps.canary:app"
 
 def _build(env_file: Path, version: str, **settings: str) -> None:
     lines = [f"CANARY_VERSION={version}"]
-    for key in ("fail_share", "crash_after", "ready"):
+    for key in ("fail_share", "crash_after", "ready", "delay", "ballast_mb"):
         lines.append(f"CANARY_{key.upper()}={settings.get(key, '')}")
     env_file.write_text("\n".join(lines) + "\n")
 
@@ -242,3 +242,34 @@ def test_the_reference_apps_ready_holds_back_a_build_whose_backend_checks_fail(
         assert _failures(load) == []
         assert sup.serving_pids() == old
         assert sup.get("/ready").status_code == 200
+
+
+def test_a_slow_build_is_rolled_back_by_the_latency_guard(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "build.env"
+    sup = _canary(start_supervisor, env_file, "--canary-max-p99-ratio", "3")
+    with DeployLoad(sup.url + "/") as load:
+        load.wait_count(100)
+        _build(env_file, "v2", delay="0.1")  # correct answers, 100 ms each
+        sup.signal(signal.SIGHUP)
+        _until(sup, lambda: "Canary aborted" in sup.log(), 30)
+        _until(sup, lambda: _versions(sup, 20) == {"v1"}, 10)
+    line = next(x for x in sup.log().splitlines() if "Canary aborted" in x)
+    assert "p99 above 3x the old generation's" in line, line
+    assert _failures(load) == []
+
+
+def test_a_build_recycled_for_memory_in_its_window_is_rolled_back(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "build.env"
+    sup = _canary(start_supervisor, env_file, "--max-memory", "150MiB")
+    with DeployLoad(sup.url + "/") as load:
+        load.wait_count(100)
+        _build(env_file, "v2", ballast_mb="200")
+        sup.signal(signal.SIGHUP)
+        _until(sup, lambda: "Canary aborted" in sup.log(), 20)
+        _until(sup, lambda: _versions(sup, 20) == {"v1"}, 10)
+    assert "1 new worker(s) recycled for memory" in sup.log()
+    assert _failures(load) == []
