@@ -38,6 +38,7 @@ class Reason(enum.StrEnum):
     EXITED = "exited"  # exited on its own, with code 0, while it should serve
     LEFT = "left"  # started draining on its own (a SIGTERM sent to it directly)
     RELOAD = "reload"  # rolling restart (SIGHUP, --reload, `reload`)
+    ROLLBACK = "rollback"  # a new worker drained: its canary failed, the roll aborted
     SCALE_DOWN = "scale-down"
     SHUTDOWN = "shutdown"
 
@@ -85,6 +86,8 @@ class PoolSnapshot(msgspec.Struct, frozen=True):
     exited_requests: int  # requests served by workers that are gone
     exited_stats: dict[str, float]  # their final counters
     boot_failing: str | None = None  # the last boot failure while none could start
+    rollouts: dict[str, int] = {}  # rolling restarts by result: completed, aborted
+    rollout: str | None = None  # the roll under way (a canary's numbers), or the last verdict
 
     @property
     def live(self) -> tuple[WorkerView, ...]:

@@ -30,6 +30,7 @@ from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
+from supervisor.arbiter.canary import Rollouts
 from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
@@ -72,6 +73,7 @@ class Arbiter:
     ) -> None:
         self.config = config
         self.pool = Pool(target=config.workers, batch=config.restart_batch)
+        self.rollouts = Rollouts(config, self.pool)
         self.books = Books()
         self.backoff = Backoff()
         self.boots = BootWatch(preloaded_app)
@@ -82,12 +84,6 @@ class Arbiter:
         self.hand = Hand(config.timeout_graceful)
         self.stop_state: policy.StopState | None = None
         self.on_hup = on_hup
-        # The app's prometheus_client metrics, when the supervisor serves metrics at all.
-        self.harvest = (
-            Harvest(pid_label=config.metrics_pid_label)
-            if config.metrics_bind or config.metrics_path
-            else None
-        )
         self.spawner = Spawner(
             config,
             listeners,
@@ -95,7 +91,12 @@ class Arbiter:
             hooks=self.hooks,
             server=self.server,
             app=self.boots.app,
-            harvest=self.harvest,
+            # The app's prometheus_client metrics, when the supervisor serves metrics at all.
+            harvest=(
+                Harvest(pid_label=config.metrics_pid_label)
+                if config.metrics_bind or config.metrics_path
+                else None
+            ),
         )
         self.loop = Runtime()
 
@@ -139,7 +140,8 @@ class Arbiter:
             self.act(policy.stop_step(workers, self.stop_state, now))
             return
         pool = self.pool
-        self.act(policy.pool_actions(workers, pool.target, pool.batch, self.backoff.allows(now)))
+        decided = policy.pool_actions(workers, pool.target, pool.batch, self.backoff.allows(now))
+        self.act(self.rollouts.hold(decided))
 
     def act(self, decided: list[act_.Action]) -> None:
         """Carry out what the policy decided; the one place that signals workers."""
@@ -223,13 +225,7 @@ class Arbiter:
             ):
                 self.pool.served = True
         elif isinstance(message, Heartbeat):
-            worker.requests, worker.in_flight = message.requests, message.in_flight
-            worker.connections = message.connections
-            worker.websockets, worker.streams = message.websockets, message.streams
-            worker.websocket_sessions = message.websocket_sessions
-            worker.stats = message.stats if message.stats is not None else worker.stats
-            if message.recycle and worker.wants_recycle is None:
-                worker.wants_recycle = Reason(message.recycle)
+            worker.heard(message)
             if message.draining and worker.state is WorkerState.SERVING:
                 self.act([act_.Leave(worker.pid, Reason.LEFT)])  # a SIGTERM sent to it
             self.act(policy.recycles([worker], now, self._checks()))
@@ -259,6 +255,7 @@ class Arbiter:
         self.probe.measure(self.pool.workers.values(), now)
         workers = list(self.pool.workers.values())
         self.act(policy.check(workers, now, self._checks(), stalled=stalled))
+        self.act(self.rollouts.tick(now, stopping=self.stop_state is not None))
 
     def _checks(self) -> policy.Checks:
         c = self.config
@@ -296,8 +293,9 @@ class Arbiter:
         outputs.log_stack_dump(worker)
         worker.transition(WorkerState.STOPPED)
         self.books.close(worker)
-        if self.harvest is not None:
-            self.harvest.retire(worker.pid)
+        if self.spawner.harvest is not None:
+            self.spawner.harvest.retire(worker.pid)
+        self.act(self.rollouts.on_exit(worker))
         handle = self.server.WORKERS.pop(worker.pid, None)
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
@@ -356,7 +354,8 @@ class Arbiter:
 
     def app_metrics(self) -> Callable[[], list[Family]] | None:
         """What the metrics endpoint calls for the app's pooled families, if it serves them."""
-        return self.harvest.families if self.harvest is not None else None
+        harvest = self.spawner.harvest
+        return harvest.families if harvest is not None else None
 
 
 def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:
@@ -381,4 +380,6 @@ def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:
         exited_requests=books.exited_requests,
         exited_stats=dict(books.exited_stats),
         boot_failing=arbiter.boots.failing,
+        rollouts=dict(sorted(arbiter.rollouts.results.items())),
+        rollout=arbiter.rollouts.status(),
     )

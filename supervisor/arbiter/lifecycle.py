@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from supervisor.channel import Heartbeat
 from supervisor.pool import Reason, WorkerState, WorkerView
 
 _ALLOWED = {
@@ -82,6 +83,19 @@ class WorkerRecord:
 
     def age(self, now: float) -> float:
         return now - self.started_at
+
+    def heard(self, beat: Heartbeat) -> None:
+        """What a heartbeat reports: the counts, the stats, a recycle the worker wants."""
+        self.requests, self.in_flight, self.connections = (
+            beat.requests,
+            beat.in_flight,
+            beat.connections,
+        )
+        self.websockets, self.streams = beat.websockets, beat.streams
+        self.websocket_sessions = beat.websocket_sessions
+        self.stats = beat.stats if beat.stats is not None else self.stats
+        if beat.recycle and self.wants_recycle is None:
+            self.wants_recycle = Reason(beat.recycle)
 
     def view(self, now: float) -> WorkerView:
         return WorkerView(

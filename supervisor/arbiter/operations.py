@@ -11,6 +11,7 @@ SIGCHLD                        reap the workers that exited
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from collections.abc import Callable
 
@@ -62,9 +63,11 @@ def reload(arbiter: Arbiter, *, cause: str) -> int | None:
     """A rolling restart; how many workers it replaces (None while stopping)."""
     if arbiter.stop_state is not None:
         return None
+    previous = dict(os.environ), arbiter.pool.generation  # what a rollback goes back to
     if arbiter.on_hup is not None:
         arbiter.on_hup(arbiter.server)
     live = arbiter.roll()
+    arbiter.rollouts.begin(*previous)
     logger.info(
         "%s: rolling restart of %d worker(s), %d at a time (generation %d)",
         cause,

@@ -39,4 +39,7 @@ def render(status: Status) -> str:
         f" ({status.totals.websockets} websockets, {status.totals.streams} streams), "
         f"RSS {format_size(status.totals.rss_bytes)}; restarts: {restarts}",
     ]
+    if status.rollouts or status.rollout:
+        results = ", ".join(f"{k} {v}" for k, v in status.rollouts.items()) or "none yet"
+        lines.append(f"rollouts: {results}" + (f"; {status.rollout}" if status.rollout else ""))
     return "\n".join(lines)

@@ -58,6 +58,8 @@ class Status(msgspec.Struct):
     totals: Totals
     version: str = ""
     boot_failing: str | None = None  # new workers fail to boot while none serve
+    rollouts: dict[str, int] = {}  # rolling restarts by result (completed, aborted)
+    rollout: str | None = None  # the roll under way, or the last canary verdict
 
 
 class ErrorReply(msgspec.Struct):
@@ -116,4 +118,6 @@ def status_of(snapshot: PoolSnapshot) -> Status:
         totals=totals,
         version=snapshot.version,
         boot_failing=snapshot.boot_failing,
+        rollouts=snapshot.rollouts,
+        rollout=snapshot.rollout,
     )

@@ -24,6 +24,7 @@ NonNegInt = Annotated[int, msgspec.Meta(ge=0)]
 PosInt = Annotated[int, msgspec.Meta(ge=1)]
 NonNegFloat = Annotated[float, msgspec.Meta(ge=0)]
 PosFloat = Annotated[float, msgspec.Meta(gt=0)]
+Share = Annotated[float, msgspec.Meta(ge=0, le=1)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 # Bytes, written by users as "512MiB", "1G", "300MB" (see parse_size).
 ByteSize = Annotated[int, msgspec.Meta(ge=0, extra={"size": True})]
@@ -66,6 +67,10 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     timeout_keep_alive: PosFloat = 5.0
     restart_batch: PosInt = 1
     preload: bool = False
+    ready_path: str | None = None
+    canary_seconds: NonNegFloat = 0.0
+    canary_max_error_rate: Share = 0.05
+    canary_max_p99_ratio: NonNegFloat = 0.0
 
     max_concurrent: PosInt | None = None
     instance_id: str | None = None
@@ -147,6 +152,10 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
                 raise ConfigError(f'--header "{header}": use "Name: Value".')
         if self.http2 and self.http != "zttp":
             raise ConfigError("--http2 needs --http zttp (uvicorn serves HTTP/2 with zttp only).")
+        if self.ready_path is not None and not self.ready_path.startswith("/"):
+            raise ConfigError(f'--ready-path must start with "/", got "{self.ready_path}".')
+        if self.canary_max_p99_ratio and self.canary_max_p99_ratio <= 1:
+            raise ConfigError("--canary-max-p99-ratio must be above 1 (or 0 for no latency guard).")
         if not self.instance_header or not _HEADER_NAME.fullmatch(self.instance_header):
             raise ConfigError(f'--instance-header "{self.instance_header}" is not a header name.')
 

@@ -121,6 +121,32 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(("--preload",), "preload", "Import the app once in the supervisor, before forking."),
     Option(
+        ("--ready-path",),
+        "ready_path",
+        "A new worker serves only once the app answers GET PATH with 2xx (asked in-process,"
+        " retried until --timeout-boot).",
+        "PATH",
+    ),
+    Option(
+        ("--canary-seconds",),
+        "canary_seconds",
+        "Rolling restarts are canaries: the first new batch serves beside the old generation"
+        " this long and the roll aborts if it does worse; 0 = off. [0]",
+        "SECONDS",
+    ),
+    Option(
+        ("--canary-max-error-rate",),
+        "canary_max_error_rate",
+        "Abort a canary whose 5xx share exceeds the old generation's by more than this. [0.05]",
+        "SHARE",
+    ),
+    Option(
+        ("--canary-max-p99-ratio",),
+        "canary_max_p99_ratio",
+        "Abort a canary whose p99 latency exceeds the old generation's times this; 0 = off. [0]",
+        "RATIO",
+    ),
+    Option(
         ("--max-concurrent", "--limit-concurrency"),
         "max_concurrent",
         "Per-worker in-flight limit; above it answer 503 with Retry-After.",

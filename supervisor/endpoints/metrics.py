@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("supervisor")
 
 HEAD_LIMIT = 8192
+ROLLOUT_RESULTS = ("completed", "aborted")  # supervisor.arbiter.canary ends a roll so
 
 AppFamilies = Callable[[], "list[Family]"]
 
@@ -102,6 +103,9 @@ def _worker_families(out: _Writer, snapshot: PoolSnapshot) -> None:
         out.sample(
             "supervisor_worker_restarts_total", snapshot.restarts.get(reason, 0), reason=reason
         )
+    out.family("supervisor_rollouts_total", "counter", "Rolling restarts by how they ended.")
+    for result in ROLLOUT_RESULTS:
+        out.sample("supervisor_rollouts_total", snapshot.rollouts.get(result, 0), result=result)
     out.family("supervisor_worker_rss_bytes", "gauge", "Resident memory of each worker.")
     for w in workers:
         out.sample("supervisor_worker_rss_bytes", w.rss_bytes, worker=str(w.pid))

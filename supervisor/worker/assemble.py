@@ -115,7 +115,9 @@ def observe(
     """Load the app into ``uv_config`` and put the observation in its request path."""
     uv_config.load()
     raw_app = uv_config.loaded_app
-    counters = Counters() if (config.metrics_bind or config.metrics_path) else None
+    # Counted only when read: by the metrics, or by a canary judging a roll.
+    counted = config.metrics_bind or config.metrics_path or config.canary_seconds
+    counters = Counters() if counted else None
     line = access_line(config)
     formatted = line if isinstance(line, FormattedLine) else getattr(line, "_custom", None)
     metrics_text = None

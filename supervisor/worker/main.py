@@ -144,6 +144,7 @@ def _serve_app(start: WorkerStart, channel: WorkerChannel, hooks: WorkerHooks) -
         counters=observed.counters,
         max_requests=start.max_requests,
         loop_lag_ms=config.slow_request_ms,
+        ready_path=config.ready_path,
     )
     observed.bind(server.server_state)
     observed.observer.fd_ceiling = server.fd_ceiling

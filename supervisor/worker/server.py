@@ -18,17 +18,20 @@ import os
 import resource
 import signal
 import socket
+import sys
 import time
 from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import Any, cast
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from supervisor import logs
-from supervisor.channel import Heartbeat, Ready, WorkerChannel
-from supervisor.worker import closing, drain, process
+from supervisor.channel import BootFailure, Heartbeat, Ready, WorkerChannel
+from supervisor.errors import EXIT_WORKER_BOOT_ERROR
+from supervisor.worker import closing, drain, process, ready
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
 from supervisor.worker.observer import Observer, loop_lag_paths
@@ -62,8 +65,10 @@ class WorkerServer(uvicorn.Server):
         counters: Counters | None = None,
         max_requests: int = 0,
         loop_lag_ms: float | None = None,
+        ready_path: str | None = None,
     ) -> None:
         super().__init__(config)
+        self.ready_path = ready_path
         self.channel = channel
         self.drain = drain
         self.supervisor_pid = supervisor_pid
@@ -149,11 +154,31 @@ class WorkerServer(uvicorn.Server):
         for sink in logs.sinks():
             sink.loop = loop  # access lines are written once per event-loop turn
             sink.on_stall = self.send_heartbeat  # alive while the log reader holds us up
+        if self.ready_path:
+            await self._become_ready(self.ready_path)
         await super().startup(sockets=sockets)
         logs.adopt_app_logging()  # frameworks that configure logging at startup (lifespan)
         if self.started:
             boot_ms = (time.monotonic() - self.boot_started) * 1000
             self.channel.send(Ready(boot_ms=boot_ms))
+
+    async def _become_ready(self, path: str) -> None:
+        """--ready-path: the lifespan starts, then the app is asked until it answers 2xx,
+        all before uvicorn's startup opens the listeners: a worker that is not ready
+        never accepts a connection. A drain meanwhile ends the wait (uvicorn then exits)."""
+        lifespan = self.lifespan
+        await lifespan.startup()
+        if lifespan.should_exit:
+            sys.exit(STARTUP_FAILURE)
+        self.lifespan = cast(Any, ready.StartedLifespan(lifespan))
+
+        def report(message: str) -> None:
+            self.channel.send(BootFailure(exit_code=EXIT_WORKER_BOOT_ERROR, message=message))
+
+        state = getattr(lifespan, "state", None)
+        await ready.wait_ready(
+            self.config.app, path, state, stop=lambda: self.should_exit, report=report
+        )
 
     async def on_tick(self, counter: int) -> bool:
         should_exit = await super().on_tick(counter) or self.drain_requested
