@@ -3,6 +3,7 @@
     .venv/bin/python loadtests/app_metrics.py increments     # ns per Counter.inc()
     .venv/bin/python loadtests/app_metrics.py scrape         # 500 series x N workers
     .venv/bin/python loadtests/app_metrics.py recycles       # RSS, fds, scrape after 1,000
+    .venv/bin/python loadtests/app_metrics.py request        # worker CPU per request, on/off
 
 ``increments`` runs one fresh interpreter per value class (prometheus_client
 picks it at import): its default single-process MutexValue, its
@@ -206,9 +207,47 @@ def recycles(total: int, app: str) -> None:
         proc.wait(60)
 
 
+def per_request(requests: int, rounds: int) -> None:
+    """Worker CPU per request of /hit (one increment), metrics off vs on, one worker."""
+    import httpx
+    import psutil
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.supervisor_process import free_port
+
+    variants = {
+        "metrics off (prometheus_client default value)": [],
+        "metrics on (the supervisor's shared area)": ["--metrics-bind", "127.0.0.1:0"],
+    }
+    best: dict[str, float] = {}
+    for _ in range(rounds):
+        for name, extra in variants.items():
+            port = free_port()
+            command = [sys.executable, "-m", "supervisor", "tests.apps.prom_app:app", "-w", "1"]
+            command += ["--port", str(port), "--no-access-log", "--log-level", "warning", *extra]
+            proc = subprocess.Popen(command, start_new_session=True)
+            try:
+                time.sleep(3)
+                (worker,) = psutil.Process(proc.pid).children()
+                with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+                    for _ in range(200):
+                        http.get("/hit?n=1")
+                    before = sum(worker.cpu_times()[:2])
+                    for _ in range(requests):
+                        http.get("/hit?n=1")
+                    used = sum(worker.cpu_times()[:2]) - before
+            finally:
+                proc.terminate()
+                proc.wait(60)
+            best[name] = min(best.get(name, used), used)
+    print(f"worker CPU per request, best of {rounds} x {requests} keep-alive requests")
+    for name, used in best.items():
+        print(f"  {name:<48} {used / requests * 1e6:7.1f} us")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("increments", "scrape", "recycles"))
+    parser.add_argument("what", choices=("increments", "scrape", "recycles", "request"))
     parser.add_argument("--recycles", type=int, default=1000)
     parser.add_argument("--app", default="tests.apps.prom_app:app")
     parser.add_argument("--series", type=int, default=500)
@@ -216,6 +255,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "increments":
         increments()
+    elif args.what == "request":
+        per_request(3000, 3)
     elif args.what == "recycles":
         recycles(args.recycles, args.app)
     else:
