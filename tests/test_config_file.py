@@ -149,8 +149,11 @@ def test_logconfig_dict_with_an_access_handler_turns_the_access_log_on(tmp_path:
     loaded = config_file.load(write(tmp_path, text), environ={})
     assert loaded.settings["access_log"] is True
     merged = loaded.settings["log_config_dict"]
-    assert set(merged["loggers"]) == {"gunicorn.error", "gunicorn.access"}  # gunicorn's merge
+    # gunicorn's merge: its defaults updated one level deep by the dict.
+    assert set(merged["loggers"]) == {"gunicorn.access"}
     assert merged["handlers"] == {"f": {"class": "logging.NullHandler"}}
+    assert merged["version"] == 1 and merged["disable_existing_loggers"] is False
+    assert "generic" in merged["formatters"]
 
 
 def test_accesslog_none_turns_access_log_off(tmp_path: Path) -> None:

@@ -181,7 +181,8 @@ def test_supervisor_is_pid1_of_the_namespace(start_pid1) -> None:
     answer = supervisor.get("/procs").json()
     assert answer["ppid"] == 1, "a worker's parent is the supervisor, PID 1 of the namespace"
     table = {row["pid"]: row for row in answer["procs"]}
-    assert table[1]["comm"].startswith("python")
+    # PID 1 is the supervisor, titled for ps and top (setproctitle sets comm too).
+    assert table[1]["comm"].startswith("supervisor")
     assert {row["pid"] for row in table.values() if row["ppid"] == 1} >= {answer["pid"]}
 
 

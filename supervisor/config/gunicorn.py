@@ -228,6 +228,13 @@ def parse_env(value: Any) -> dict[str, str]:
     return env
 
 
+def _logs_through_logging(namespace: Mapping[str, Any], settings: Mapping[str, Any]) -> bool:
+    """With ``accesslog`` unset, access lines still come from a logging config: gunicorn
+    enables them with logconfig_dict/_json, and UvicornWorker feeds uvicorn.access."""
+    given = any(namespace.get(name) for name in ("logconfig", "logconfig_json"))
+    return given or access_from_logconfig(settings) or bool(settings.get("log_config_dict"))
+
+
 def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedConfig:
     """Turn a config file's module-level names into our settings, hooks and notes."""
     loaded = LoadedConfig(path)
@@ -273,7 +280,7 @@ def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedCon
         if name not in namespace:
             for key, item in defaults.items():
                 loaded.settings.setdefault(key, item)
-    if "accesslog" not in namespace and access_from_logconfig(loaded.settings):
+    if "accesslog" not in namespace and _logs_through_logging(namespace, loaded.settings):
         loaded.settings["access_log"] = True
     _validate(loaded.settings, path)
     for names_found, what in (

@@ -160,26 +160,53 @@ GUNICORN_SPELLING = {
 }
 
 
+# gunicorn.glogging.CONFIG_DEFAULTS (gunicorn 27), which a logconfig_dict updates.
+_LOG_DEFAULTS: dict[str, Any] = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "root": {"level": "INFO", "handlers": ["console"]},
+    "loggers": {
+        "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": True},
+        "gunicorn.access": {"level": "INFO", "handlers": ["console"], "propagate": True},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stdout",
+        },
+        "error_console": {
+            "class": "logging.StreamHandler",
+            "formatter": "generic",
+            "stream": "ext://sys.stderr",
+        },
+    },
+    "formatters": {
+        "generic": {
+            "format": "%(asctime)s [%(process)d] [%(levelname)s] %(message)s",
+            "datefmt": "[%Y-%m-%d %H:%M:%S %z]",
+        }
+    },
+}
+
+
 def merge_logconfig(config: dict[str, Any]) -> dict[str, Any]:
-    """gunicorn merges ``logconfig_dict`` over its own defaults (loggers gunicorn.error and
-    gunicorn.access, a console handler for root); the result is applied with dictConfig."""
-    base: dict[str, Any] = {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "root": {"level": "INFO", "handlers": ["console"]},
-        "loggers": {
-            "gunicorn.error": {"level": "INFO", "handlers": ["error_console"], "propagate": True},
-            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},
-        },
-        "handlers": {
-            "console": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"},
-            "error_console": {"class": "logging.StreamHandler", "stream": "ext://sys.stderr"},
-        },
-        "formatters": {},
-    }
-    merged = {**base, **config}
-    for key in ("loggers", "formatters"):
-        merged[key] = {**base[key], **config.get(key, {})}
+    """gunicorn's merge: its defaults updated (one level) by ``logconfig_dict``.
+
+    Where gunicorn would fail ("Unable to configure root logger") because the dict
+    replaced ``handlers`` while a default logger still names ``console``, the default
+    loggers keep only the handlers that exist: the user's dict still rules.
+    """
+    merged = {**_LOG_DEFAULTS, **config}
+    handlers = set(merged.get("handlers", {}))
+    if "loggers" not in config:
+        merged["loggers"] = {
+            name: {**entry, "handlers": [h for h in entry["handlers"] if h in handlers]}
+            for name, entry in _LOG_DEFAULTS["loggers"].items()
+        }
+    if "root" not in config:
+        root = _LOG_DEFAULTS["root"]
+        merged["root"] = {**root, "handlers": [h for h in root["handlers"] if h in handlers]}
     return merged
 
 

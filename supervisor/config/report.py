@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 
 from supervisor.config.model import Config
-from supervisor.errors import AppLoadError, ConfigError
+from supervisor.errors import AppLoadError
 
 
 def sources(config: Config, layers: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, Any, str]]:
@@ -55,6 +55,3 @@ def check(config: Config) -> str:
         lines = [line for line in str(exc).splitlines() if line.strip()]
         raise AppLoadError(lines[-1] if lines else "the app failed to load") from exc
     return f"Configuration OK: {config.app} loads, {config.workers} worker(s)."
-
-
-__all__ = ["ConfigError", "check", "render", "sources"]

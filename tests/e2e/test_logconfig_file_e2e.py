@@ -50,7 +50,6 @@ def ini_config(tmp_path: Path, log_file: Path) -> Path:
 @pytest.mark.parametrize(
     "setting",
     [
-        pytest.param("log_config_dict", id="our-name"),
         pytest.param("logconfig_dict", id="gunicorn-logconfig_dict"),
         pytest.param("logconfig", id="gunicorn-logconfig"),
     ],
@@ -82,3 +81,17 @@ def test_config_file_logging_config_rules_in_the_supervisor_and_every_worker(
     )
     assert {int(pid) for pid in started} == workers, "every worker applied it"
     assert "[INFO]" not in sup.log(), "our own handlers stepped aside"
+
+
+def test_our_own_setting_name_is_not_read_from_a_gunicorn_file(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    # gunicorn ignores log_config_dict (not its name); so do we, and we say so once.
+    log_file = tmp_path / "user.log"
+    config = tmp_path / "gunicorn.conf.py"
+    config.write_text(f"workers = 1\nlog_config_dict = {dict_config(log_file)}\n")
+    sup = start_supervisor("tests.apps.hello:app", "-c", str(config))
+    sup.wait_serving(1)
+    assert not log_file.exists()
+    warned = [line for line in sup.log().splitlines() if "log_config_dict" in line]
+    assert len(warned) == 1 and "own settings are not read" in warned[0], sup.log()
