@@ -163,9 +163,9 @@ def test_a_build_answering_30_percent_500s_is_rolled_back_then_a_good_one_rolls(
     assert "Canary passed" in log
     assert _versions(sup) == {"v3"}
     metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-    assert re.search(r'supervisor_rollouts_total\{.*result="aborted"\} 1\n', metrics)
-    assert re.search(r'supervisor_rollouts_total\{.*result="completed"\} 1\n', metrics)
-    assert re.search(r'supervisor_worker_restarts_total\{.*reason="rollback"\} 1\n', metrics)
+    assert re.search(r'supervisor_rollouts_total\{.*result="aborted"\} 1\.0\n', metrics)
+    assert re.search(r'supervisor_rollouts_total\{.*result="completed"\} 1\.0\n', metrics)
+    assert re.search(r'supervisor_worker_restarts_total\{.*reason="rollback"\} 1\.0\n', metrics)
     print(f"\nverdict: {line}\ntime to abort: {aborted - hup:.1f}s; 500s: {len(failures)}")
 
 
