@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -42,6 +43,17 @@ logger = logging.getLogger("supervisor")
 TICK_SECONDS = 0.5
 STALLED_AFTER = 2.0  # a tick this late: the supervisor itself was not running
 FAST_STOP_SECONDS = 3.0
+
+
+@dataclass
+class Extensions:
+    """Beside the pool: sd_notify and SIGUSR2 upgrades (see handover.py) hook in here."""
+
+    on_tick: list[Callable[[float, bool], None]] = field(default_factory=list)  # now, stalled
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # A child that is not a worker exited (pid, status): True when one of these knew it.
+    child_exited: list[Callable[[int, int], bool]] = field(default_factory=list)
+    upgrade: Callable[[], None] | None = None  # SIGUSR2
 
 
 @dataclass
@@ -87,6 +99,7 @@ class Arbiter:
             app=self.boots.app,
         )
         self.loop = Runtime()
+        self.extensions = Extensions()
 
     # The story ---------------------------------------------------------------
 
@@ -246,6 +259,8 @@ class Arbiter:
         self.probe.measure(self.pool.workers.values(), now)
         workers = list(self.pool.workers.values())
         self.act(policy.check(workers, now, self._checks(), stalled=stalled))
+        for hook in self.extensions.on_tick:
+            hook(now, stalled)
 
     def _checks(self) -> policy.Checks:
         c = self.config
@@ -272,6 +287,8 @@ class Arbiter:
     def reap_workers(self) -> None:
         for pid, status in reap_children():
             worker = self.pool.workers.pop(pid, None)
+            if worker is None and any(seen(pid, status) for seen in self.extensions.child_exited):
+                continue
             if worker is None:
                 logger.debug("Reaped process %d (not a worker): %s", pid, describe_status(status))
                 continue
@@ -316,6 +333,8 @@ class Arbiter:
         if first:
             for sock in self.spawner.listeners:
                 sock.close()  # workers hold their own copies of the listeners
+            for hook in self.extensions.on_stop:
+                hook()
         for worker in list(self.pool.workers.values()):
             if fast:
                 self.act([act_.Quit(worker.pid)])

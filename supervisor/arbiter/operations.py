@@ -5,6 +5,7 @@ SIGQUIT, `stop --fast`         fast shutdown
 SIGHUP, `reload`               rolling restart (and the on_hup callback: env, config)
 SIGTTIN / SIGTTOU, `scale N`   one worker more / less, or exactly N
 SIGUSR1                        reopen log files, here and in every worker
+SIGUSR2                        upgrade the supervisor itself (see upgrade.py)
 SIGCHLD                        reap the workers that exited
 """
 
@@ -31,6 +32,7 @@ def on_signal(arbiter: Arbiter, sig: int) -> None:
         signal.SIGTTIN: lambda: scale_by(arbiter, +1),
         signal.SIGTTOU: lambda: scale_by(arbiter, -1),
         signal.SIGUSR1: lambda: reopen_logs(arbiter),
+        signal.SIGUSR2: lambda: upgrade(arbiter),
     }
     handler = handlers.get(sig)
     if handler is not None:
@@ -102,6 +104,13 @@ def scale_by(arbiter: Arbiter, step: int) -> None:
         logger.warning("Received %s: staying at %d workers: %s", name, arbiter.pool.target, refused)
         return
     logger.info("Received %s: scaling to %d workers", name, arbiter.pool.target)
+
+
+def upgrade(arbiter: Arbiter) -> None:
+    if arbiter.extensions.upgrade is None:
+        logger.warning("Received SIGUSR2: not upgrading: no upgrade is set up here")
+        return
+    arbiter.extensions.upgrade()
 
 
 def reopen_logs(arbiter: Arbiter) -> None:

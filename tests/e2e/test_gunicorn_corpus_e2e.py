@@ -332,8 +332,8 @@ CASES: list[Any] = [
         "example_config_hooks",
         actions=("usr2",),
         fails=because(
-            "SIGUSR2 kills the supervisor (gunicorn re-executes: pre_exec in a fork of the"
-            " master, then a new master with its own workers)",
+            "SIGUSR2 starts a new supervisor without pre_exec (gunicorn runs it in a fork"
+            " of the master before re-executing)",
             WHEN_READY,
             never_called("pre_exec", "worker_int", "worker_abort"),
             HOOK_VIEWS,

@@ -1,0 +1,105 @@
+"""The runner's wiring for life under systemd on a VM: sd_notify and SIGUSR2 upgrades.
+
+The decisions live in :mod:`supervisor.arbiter.systemd` (what to tell systemd)
+and :mod:`supervisor.arbiter.upgrade` (the hand-over); this only connects them
+to the arbiter's tick, its stop and its child exits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from typing import Protocol
+
+from supervisor.arbiter import operations, upgrade
+from supervisor.arbiter.arbiter import Arbiter
+from supervisor.arbiter.systemd import SystemdLink
+from supervisor.config import Config
+from supervisor.endpoints import control
+from supervisor.system import ownership, pidfile, sdnotify
+
+
+class EnvFileLike(Protocol):
+    owned: set[str]
+
+
+class Started(Protocol):
+    """What the runner started (runner.Started)."""
+
+    @property
+    def env_file(self) -> EnvFileLike: ...
+
+    listeners: list[socket.socket]
+    metrics_listener: socket.socket | None
+    pid_file: pidfile.PidFile | None
+    successor: upgrade.Successor | None
+    handed_over: bool
+    default_instance: bool
+
+
+def link_systemd(arbiter: Arbiter, successor: upgrade.Successor | None) -> SystemdLink:
+    """sd_notify from the loop's tick (a no-op without $NOTIFY_SOCKET)."""
+    if successor is not None and os.environ.get(sdnotify.WATCHDOG_PID) == str(
+        successor.handoff.old_pid
+    ):
+        os.environ[sdnotify.WATCHDOG_PID] = str(os.getpid())  # the watchdog follows MAINPID
+    # A successor's READY=1 is the old supervisor's, sent with MAINPID= (systemd
+    # ignores us until then).
+    link = SystemdLink(successor=successor is not None)
+
+    def tick(now: float, stalled: bool) -> None:
+        stopping = arbiter.stop_state is not None
+        link.tick(arbiter.pool, stopping=stopping, healthy=not stalled, now=now)
+
+    arbiter.extensions.on_tick.append(tick)
+    arbiter.extensions.on_stop.append(lambda: link.stopped(arbiter.pool))
+    return link
+
+
+def set_up_upgrades(
+    config: Config, arbiter: Arbiter, started: Started, link: SystemdLink, *, cli: bool
+) -> None:
+    """SIGUSR2 (this supervisor as the old one) and, when we are the new one, the takeover."""
+    default_instance, env_file = started.default_instance, started.env_file
+
+    def environ() -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in env_file.owned}
+        for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+            env.pop(name, None)  # the listeners travel in the hand-off
+        if default_instance:
+            env.pop("SUPERVISOR_INSTANCE_ID", None)  # hostname-<new pid>
+        return env
+
+    def handed_over(new_pid: int) -> None:
+        started.handed_over = True
+        # `status` reaches the new one from now on (ours may be its path already).
+        ownership.release(control.socket_path(config, os.getpid()))
+        link.hand_over(new_pid, f"upgraded: supervisor {new_pid} serves")
+        operations.stop(arbiter, fast=False, cause=f"Upgrade: supervisor {new_pid} serves")
+
+    upgrader = upgrade.Upgrader(
+        command=upgrade.command_line(sys.orig_argv, sys.executable) if cli else None,
+        environ=environ,
+        listeners=started.listeners,
+        metrics=started.metrics_listener,
+        timeout_boot=config.timeout_boot,
+        stopping=lambda: arbiter.stop_state is not None,
+        handed_over=handed_over,
+    )
+    successor = started.successor
+    if successor is not None:
+        upgrader.taking_over = successor.handoff.old_pid
+
+    def tick(now: float, stalled: bool) -> None:
+        if successor is not None and not successor.done and arbiter.pool.served:
+            successor.announce()
+            started.pid_file = successor.pid_file
+            upgrader.taking_over = None
+            link.silent = False  # the old one is saying MAINPID= for us
+        upgrader.tick(now)
+        link.upgrading = upgrader.pending is not None
+
+    arbiter.extensions.on_tick.append(tick)
+    arbiter.extensions.child_exited.append(upgrader.on_exit)
+    arbiter.extensions.upgrade = upgrader.request
