@@ -1,4 +1,5 @@
-"""The runner's wiring for life under systemd on a VM: sd_notify and SIGUSR2 upgrades.
+"""The runner's wiring for life under systemd on a VM: sd_notify, SIGUSR2 upgrades, and
+SIGHUP's re-read configuration.
 
 The decisions live in :mod:`supervisor.arbiter.systemd` (what to tell systemd)
 and :mod:`supervisor.arbiter.upgrade` (the hand-over); this only connects them
@@ -7,21 +8,31 @@ to the arbiter's tick, its stop and its child exits.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import sys
-from typing import Protocol
+from typing import Any, Protocol
 
+from supervisor import logs
 from supervisor.arbiter import operations, upgrade
 from supervisor.arbiter.arbiter import Arbiter
+from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.systemd import SystemdLink
 from supervisor.config import Config
+from supervisor.config.reread import Plan, plan, reread_config
 from supervisor.endpoints import control
+from supervisor.errors import ConfigError
+from supervisor.logs.handlers import LEVELS
 from supervisor.system import ownership, pidfile, sdnotify
+
+logger = logging.getLogger("supervisor")
 
 
 class EnvFileLike(Protocol):
     owned: set[str]
+
+    def load(self) -> None: ...
 
 
 class Started(Protocol):
@@ -103,3 +114,58 @@ def set_up_upgrades(
     arbiter.extensions.on_tick.append(tick)
     arbiter.extensions.child_exited.append(upgrader.on_exit)
     arbiter.extensions.upgrade = upgrader.request
+
+
+class HupHandler:
+    """SIGHUP, before the roll: the env file and the configuration read again.
+
+    Returns False to abort the roll when the configuration no longer loads;
+    then the environment is put back as it was, and nothing else changed.
+    """
+
+    def __init__(self, started: Started, hooks: Hooks, *, cli: bool) -> None:
+        self.started, self.hooks, self.cli = started, hooks, cli
+        self.arbiter: Arbiter | None = None
+
+    def __call__(self, server: ServerHandle) -> bool:
+        env_file = self.started.env_file
+        saved, owned = dict(os.environ), set(env_file.owned)
+        try:
+            env_file.load()
+        except ConfigError as exc:
+            logger.error("Reload: %s Keeping the previous environment.", exc)
+        if self.cli and self.arbiter is not None:
+            try:
+                # The same command line and environment as at start: --config read again.
+                reread, file_hooks, _ = reread_config(sys.argv[1:], os.environ)
+            except ConfigError as exc:
+                os.environ.clear()
+                os.environ.update(saved)
+                env_file.owned = owned
+                logger.error("Reload aborted, nothing changed: %s", exc)
+                return False
+            apply_config(self.arbiter, plan(self.arbiter.config, reread), file_hooks)
+        self.hooks.call("on_reload", server)
+        return True
+
+
+def apply_config(arbiter: Arbiter, plan: Plan, hooks: dict[str, Any] | None) -> None:
+    """SIGHUP: the re-read configuration, for the roll that follows (see config.reread)."""
+    if plan.ignored:
+        logger.warning(
+            "Reload: %s changed but only apply at a restart; keeping the running values",
+            plan.describe_ignored(),
+        )
+    if plan.applied:
+        logger.info("Reload: applying %s", plan.describe_applied())
+    config = plan.config
+    arbiter.config = arbiter.spawner.config = arbiter.server.cfg = config
+    arbiter.hand.graceful = config.timeout_graceful
+    if hooks is not None:  # the same Hooks object the spawner calls
+        arbiter.hooks.callbacks = Hooks(hooks).callbacks
+    if logs.state.handler is not None:  # our own handler, not a --log-config's levels
+        logging.getLogger().setLevel(LEVELS[config.log_level])
+    if any(field == "workers" for field, _, _ in plan.applied):
+        refused = operations.set_target(arbiter, config.workers)
+        if refused:
+            logger.warning("Reload: staying at %d workers: %s", arbiter.pool.target, refused)

@@ -21,6 +21,8 @@ from supervisor.system import capacity, watch
 
 logger = logging.getLogger("supervisor")
 
+RELOAD_ABORTED = -1
+
 
 def on_signal(arbiter: Arbiter, sig: int) -> None:
     handlers: dict[int, Callable[[], object]] = {
@@ -64,8 +66,8 @@ def reload(arbiter: Arbiter, *, cause: str) -> int | None:
     """A rolling restart; how many workers it replaces (None while stopping)."""
     if arbiter.stop_state is not None:
         return None
-    if arbiter.on_hup is not None:
-        arbiter.on_hup(arbiter.server)
+    if arbiter.on_hup is not None and arbiter.on_hup(arbiter.server) is False:
+        return RELOAD_ABORTED  # the configuration no longer loads: logged, nothing changed
     live = arbiter.roll()
     logger.info(
         "%s: rolling restart of %d worker(s), %d at a time (generation %d)",

@@ -262,13 +262,7 @@ def _serve(config: Config, started: Started, invocation: Invocation | None, app:
     server = ServerHandle(config)
     hooks.call("on_starting", server)
 
-    def on_hup(server: ServerHandle) -> None:
-        try:
-            started.env_file.load()
-        except ConfigError as exc:
-            logger.error("Reload: %s Keeping the previous environment.", exc)
-        hooks.call("on_reload", server)
-
+    on_hup = handover.HupHandler(started, hooks, cli=invocation is not None)
     arbiter = Arbiter(
         config,
         started.listeners,
@@ -277,6 +271,7 @@ def _serve(config: Config, started: Started, invocation: Invocation | None, app:
         server=server,
         on_hup=on_hup,
     )
+    on_hup.arbiter = arbiter
     link = handover.link_systemd(arbiter, started.successor)
     handover.set_up_upgrades(
         config, arbiter, started, link, cli=invocation is not None and app is None
