@@ -238,7 +238,8 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
     # A USR2 successor takes the pid file over once it serves (upgrade.Successor).
     started.pid_file = pidfile.acquire(config.pid) if config.pid and not successor else None
-    control.check_chosen_place(config)
+    if successor is None:  # else the old supervisor listens there until we serve
+        control.check_chosen_place(config)
     started.env_file.load()
     app_dir = str(Path(config.app_dir).resolve())
     if app_dir not in sys.path:
