@@ -60,9 +60,12 @@ def test_start_roll_upgrade_and_stop_tell_systemd_in_order(
     received = notify.received
     assert all(m.pid in (sup.pid, new) for m in received)  # never a worker
     old_said = states(received, sup.pid)
-    # The last two in one datagram: MAINPID= for the new one, and READY=1 for it.
-    handover = [f"MAINPID={new}", "READY=1"]
-    assert old_said == ["READY=1", "RELOADING=1", "READY=1", *handover], old_said
+    # The upgrade is a reload too; its end is one datagram: MAINPID= and READY=1.
+    upgrade = ["RELOADING=1", f"MAINPID={new}", "READY=1"]
+    assert old_said == ["READY=1", "RELOADING=1", "READY=1", *upgrade], old_said
+    # Each batch of the roll and the upgrade moved systemd's deadline (boot + drain).
+    extended = [m for m in received if any(f.startswith("EXTEND_TIMEOUT_USEC=") for f in m.fields)]
+    assert len(extended) >= 2 and all(m.pid == sup.pid for m in extended), received
     new_said = [m for m in received if m.pid == new]
     assert states(new_said) == ["STOPPING=1"], new_said  # not STOPPING from the old one
     print("systemd heard:", [(m.pid, m.fields) for m in received if states([m])])
@@ -79,3 +82,20 @@ def test_an_unreachable_notify_socket_is_one_warning(
     assert sup.get().status_code == 200
     lines = [line for line in sup.log().splitlines() if "notify socket" in line]
     assert len(lines) == 1 and "unreachable" in lines[0] and "WARNING" in lines[0], lines
+
+
+def test_a_failed_upgrade_is_ready_again_with_the_reason(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    config = tmp_path / "conf.py"
+    config.write_text("workers = 1\n")
+    with NotifySocket(tmp_path / "notify") as notify:
+        sup = start_supervisor(HELLO, "--config", str(config), env=notify.env)
+        notify.wait_for(lambda m: "READY=1" in m, 20, "READY=1")
+        config.write_text("workers = (\n")
+        sup.signal(signal.SIGUSR2)
+        notify.wait_for(lambda m: "RELOADING=1" in m, 10, "RELOADING=1")
+        again = notify.wait_for(lambda m: "READY=1" in m, 30, "READY=1 again")
+        assert again.pid == sup.pid
+        assert again.tags["STATUS"].startswith("upgrade failed (the new supervisor exited with")
+        assert not any("MAINPID=" in f for m in notify.received for f in m.fields)

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from supervisor import logs
 from supervisor.arbiter import operations, upgrade
 from supervisor.arbiter.arbiter import Arbiter
+from supervisor.arbiter.hand import DRAIN_MARGIN
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.systemd import SystemdLink
 from supervisor.config import Config
@@ -57,7 +58,8 @@ def link_systemd(arbiter: Arbiter, successor: upgrade.Successor | None) -> Syste
         os.environ[sdnotify.WATCHDOG_PID] = str(os.getpid())  # the watchdog follows MAINPID
     # A successor's READY=1 is the old supervisor's, sent with MAINPID= (systemd
     # ignores us until then).
-    link = SystemdLink(successor=successor is not None)
+    budget = arbiter.config.timeout_boot + arbiter.config.timeout_graceful + DRAIN_MARGIN
+    link = SystemdLink(successor=successor is not None, budget=budget)
 
     def tick(now: float, stalled: bool) -> None:
         stopping = arbiter.stop_state is not None
@@ -97,6 +99,8 @@ def set_up_upgrades(
         timeout_boot=config.timeout_boot,
         stopping=lambda: arbiter.stop_state is not None,
         handed_over=handed_over,
+        began=lambda: link.upgrade_started(arbiter.pool),
+        gave_up=lambda reason: link.upgrade_failed(arbiter.pool, reason),
     )
     successor = started.successor
     if successor is not None:
@@ -109,7 +113,6 @@ def set_up_upgrades(
             upgrader.taking_over = None
             link.silent = False  # the old one is saying MAINPID= for us
         upgrader.tick(now)
-        link.upgrading = upgrader.pending is not None
 
     arbiter.extensions.on_tick.append(tick)
     arbiter.extensions.child_exited.append(upgrader.on_exit)

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from supervisor.arbiter.lifecycle import Pool
+from supervisor.arbiter.upgrade import BOOT_MARGIN
 from supervisor.pool import WorkerState
 from supervisor.system.sdnotify import Notifier, status_text
 
@@ -63,8 +64,14 @@ def status_of(pool: Pool, phase: Phase, *, upgrading: bool = False) -> str:
 class SystemdLink:
     """Turns each tick's :class:`Phase` into the sd_notify messages that changed."""
 
-    def __init__(self, notifier: Notifier | None = None, *, successor: bool = False) -> None:
+    def __init__(
+        self, notifier: Notifier | None = None, *, successor: bool = False, budget: float = 0.0
+    ) -> None:
         self.notifier = notifier or Notifier()
+        # How long one batch of a roll may take (boot + drain): systemd's reload
+        # deadline (TimeoutStartSec) is moved that far each time a batch starts.
+        self.budget = budget
+        self._booting: set[int] = set()
         # A USR2 successor: systemd ignores it until the old one says MAINPID= (and
         # READY=1) for it, so it keeps quiet until then.
         self.ready_sent = successor
@@ -95,11 +102,40 @@ class SystemdLink:
         if self.ready_sent and (rolled or phase.rolling) and not self.reloading:
             self.reloading = True
             self.notifier.reloading(text)
+            self.notifier.extend_timeout(self.budget)  # the first batch
+            self._booting = set()
+        if self.reloading:
+            self._extend(pool)
         if self.reloading and not phase.rolling:
             self.reloading = False
             self.notifier.ready(text)
         self.notifier.status(text)
         self._ping(pool, healthy=healthy, now=now)
+
+    def _extend(self, pool: Pool) -> None:
+        booting = {
+            w.pid
+            for w in pool.workers.values()
+            if w.state is WorkerState.BOOTING and w.generation == pool.generation
+        }
+        # The first batch was covered when RELOADING=1 went out; each later one here.
+        if booting - self._booting and self._booting:
+            self.notifier.extend_timeout(self.budget)
+        self._booting |= booting
+
+    def upgrade_started(self, pool: Pool) -> None:
+        """SIGUSR2: systemd shows "reloading" until MAINPID= and READY=1 (or a failure)."""
+        self.upgrading = True
+        if not self.silent and self.notifier.enabled:
+            self.notifier.reloading(status_of(pool, phase_of(pool, stopping=False), upgrading=True))
+            self.notifier.extend_timeout(self.budget + BOOT_MARGIN)
+
+    def upgrade_failed(self, pool: Pool, reason: str) -> None:
+        """The old supervisor keeps serving: READY=1 again, the reason in STATUS=."""
+        self.upgrading = False
+        if not self.silent and self.notifier.enabled:
+            text = status_of(pool, phase_of(pool, stopping=False))
+            self.notifier.ready(f"upgrade failed ({reason}); {text}")
 
     def stopped(self, pool: Pool) -> None:
         """The drain begins (a stop can end before the next tick)."""

@@ -160,7 +160,10 @@ class Upgrader:
         timeout_boot: float,
         stopping: Callable[[], bool],
         handed_over: Callable[[int], None],
+        began: Callable[[], None] = lambda: None,
+        gave_up: Callable[[str], None] = lambda reason: None,
     ) -> None:
+        self.began, self.gave_up = began, gave_up
         self.command = command
         self.environ = environ
         self.listeners = listeners
@@ -210,6 +213,7 @@ class Upgrader:
             "Received SIGUSR2: upgrading; new supervisor %d starts with the same listeners",
             proc.pid,
         )
+        self.began()
 
     def tick(self, now: float) -> None:
         """Has the successor said it serves? Has it run out of time?"""
@@ -234,6 +238,9 @@ class Upgrader:
             )
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pending.proc.pid, signal.SIGQUIT)  # fast: its workers go too
+            self.gave_up(
+                f"the new supervisor was not serving after {self.timeout_boot + BOOT_MARGIN:.0f}s"
+            )
         elif now > pending.deadline:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pending.proc.pid, signal.SIGKILL)
@@ -258,6 +265,7 @@ class Upgrader:
             describe_status(status),
             os.getpid(),
         )
+        self.gave_up(f"the new supervisor {describe_status(status)} before serving")
         return True
 
     def _hand_over(self, pending: Pending) -> None:

@@ -136,3 +136,22 @@ def test_a_successor_is_quiet_until_handed_over_and_the_old_one_after() -> None:
     old.stopped(serving)
     old.tick(serving, stopping=True, healthy=True, now=1.0)
     assert old_notifier.tags() == ["READY=1", "MAINPID=4242", "READY=1"]
+
+
+def test_each_batch_of_a_roll_moves_systemds_deadline() -> None:
+    notifier = FakeNotifier()
+    link = SystemdLink(notifier, budget=95.0)
+    served = pool_of((1, WorkerState.SERVING), (1, WorkerState.SERVING))
+    served.served = True
+    link.tick(served, stopping=False, healthy=True, now=0.0)
+    first = pool_of((1, WorkerState.SERVING), (1, WorkerState.SERVING), generation=2)
+    first.workers[200] = WorkerRecord(pid=200, generation=2, started_at=0.0, channel=None)
+    first.served = True
+    link.tick(first, stopping=False, healthy=True, now=1.0)
+    second = pool_of((2, WorkerState.SERVING), (1, WorkerState.SERVING), generation=2)
+    second.workers[201] = WorkerRecord(pid=201, generation=2, started_at=0.0, channel=None)
+    second.served = True
+    link.tick(second, stopping=False, healthy=True, now=2.0)
+    link.tick(second, stopping=False, healthy=True, now=3.0)  # the same batch
+    extends = [f for m in notifier.sent for f in m if f.startswith("EXTEND_TIMEOUT_USEC=")]
+    assert extends == ["EXTEND_TIMEOUT_USEC=95000000"] * 2
