@@ -10,7 +10,7 @@ on SIGTERM. If the new one exits before serving, or has not served within
 --timeout-boot plus a margin (then it is stopped), the old one keeps serving
 and says why; the new one's own log lines say what went wrong.
 
-The hand-off travels in one environment variable, ``SUPERVISOR_UPGRADE``
+The hand-off travels in one environment variable, ``ASGI_SUPERVISOR_UPGRADE``
 (JSON: the old pid, the inherited listener fds, the metrics fd, the pipe),
 which the new supervisor removes from its environment first thing, so its
 workers and its own upgrades never see a stale one.
@@ -41,7 +41,7 @@ from supervisor.system.unix import is_live
 
 logger = logging.getLogger("supervisor")
 
-ENV = "SUPERVISOR_UPGRADE"
+ENV = "ASGI_SUPERVISOR_UPGRADE"  # not SUPERVISOR_*: those are options
 # Beyond --timeout-boot: the new interpreter's own start and imports.
 BOOT_MARGIN = 30.0
 READY = b"ready\n"
@@ -69,7 +69,7 @@ class Handoff:
 
 
 def decode(text: str) -> Handoff:
-    """The hand-off in ``$SUPERVISOR_UPGRADE``; ConfigError (one line) when it is not one."""
+    """The hand-off in ``$ASGI_SUPERVISOR_UPGRADE``; ConfigError (one line) when it is not one."""
     try:
         data = json.loads(text)
         handoff = Handoff(
