@@ -143,3 +143,22 @@ def test_an_upgrade_after_the_app_broke_keeps_the_old_supervisor(
     time.sleep(0.5)
     assert sup.proc.poll() is None and sup.serving_pids() == workers
     assert sup.get().status_code == 200
+
+
+def test_a_stop_during_an_upgrade_stops_the_new_supervisor_too(
+    start_supervisor: StartSupervisor, tmp_path: Path
+) -> None:
+    marker = tmp_path / "fail"
+    sup = start_supervisor("tests.apps.faulty:app", "-w", "1", env={"FAIL_BOOT": str(marker)})
+    sup.wait_serving(1)
+    marker.touch()  # the new supervisor's workers cannot serve: it stays pending
+    sup.signal(signal.SIGUSR2)
+    started = re.compile(r"new supervisor (\d+) starts with the same listeners")
+    match = wait_for(lambda: started.search(sup.log()), 10, message=sup.log())
+    new = int(match.group(1))
+    wait_for(lambda: "Upgrade: taking over from supervisor" in sup.log(), 20, message=sup.log())
+    sup.signal(signal.SIGTERM)
+    assert sup.wait_exit(20) == 0, sup.log()
+    wait_for(lambda: gone(new), 15, message=f"the new supervisor stops too\n{sup.log()}")
+    assert "the upgrade is abandoned" in sup.log()
+    assert "Upgrade failed" not in sup.log()

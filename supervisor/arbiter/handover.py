@@ -116,6 +116,7 @@ def set_up_upgrades(
 
     arbiter.extensions.on_tick.append(tick)
     arbiter.extensions.child_exited.append(upgrader.on_exit)
+    arbiter.extensions.on_stop.append(upgrader.abandon)
     arbiter.extensions.upgrade = upgrader.request
 
 

@@ -268,6 +268,20 @@ class Upgrader:
         self.gave_up(f"the new supervisor {describe_status(status)} before serving")
         return True
 
+    def abandon(self) -> None:
+        """We are stopping (SIGTERM mid-upgrade): the successor stops too, or it would
+        take the service over after the operator stopped it."""
+        pending = self.pending
+        if pending is None or pending.timed_out:
+            return
+        pending.timed_out = True  # its exit is then expected, not a failure
+        pending.deadline = time.monotonic() + KILL_AFTER
+        logger.info(
+            "Stopping: the upgrade is abandoned; stopping the new supervisor %d", pending.proc.pid
+        )
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pending.proc.pid, signal.SIGQUIT)
+
     def _hand_over(self, pending: Pending) -> None:
         os.close(pending.ready)
         self.pending = None
