@@ -92,12 +92,15 @@ def frame(before: Sample | None, now: Sample) -> list[str]:
         f"  generation {status.generation}{stopping}",
         HEADER,
     ]
-    total_rps: float | None = 0.0 if before is not None else None
-    total_cpu: float | None = 0.0 if before is not None else None
+    # The pool's rate from its own count, which keeps what exited workers served.
+    total_rps = None
+    if before is not None and now.at > before.at:
+        served = status.totals.requests - before.status.totals.requests
+        total_rps = max(served, 0) / (now.at - before.at)
+    known = [cpu for _, cpu in per_worker.values() if cpu is not None]
+    total_cpu = sum(known) if known else None
     for w in status.workers:
         rps, cpu = per_worker[w.pid]
-        total_rps = None if total_rps is None or rps is None else total_rps + rps
-        total_cpu = None if total_cpu is None or cpu is None else total_cpu + cpu
         note = f"retiring: {w.retiring}" if w.retiring else ""
         lines.append(
             f"{w.pid:>8} {w.generation:>3} {w.state:<9} {_age(w.age_s):>7} {_num(rps):>7}"

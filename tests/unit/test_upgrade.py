@@ -7,6 +7,8 @@ import pytest
 from supervisor.arbiter import upgrade
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
 from supervisor.arbiter.systemd import SystemdLink
+from supervisor.commands.watch import Sample, frame
+from supervisor.commands.wire import Status, Totals, WorkerStatus
 from supervisor.errors import ConfigError
 from supervisor.pool import WorkerState
 from supervisor.system.sdnotify import Notifier
@@ -155,3 +157,25 @@ def test_each_batch_of_a_roll_moves_systemds_deadline() -> None:
     link.tick(second, stopping=False, healthy=True, now=3.0)  # the same batch
     extends = [f for m in notifier.sent for f in m if f.startswith("EXTEND_TIMEOUT_USEC=")]
     assert extends == ["EXTEND_TIMEOUT_USEC=95000000"] * 2
+
+
+def test_watch_rates_come_from_two_samples() -> None:
+    def status(requests: dict[int, int], total: int) -> Status:
+        workers = [
+            WorkerStatus(p, 1, "serving", 5.0, r, 0, 1, 1 << 20, 0.1, None)
+            for p, r in requests.items()
+        ]
+        totals = Totals(len(workers), total, 0, len(workers) << 20, {"crash": 1})
+        return Status(7, "a:app", "i", 9.0, 2, 1, None, workers, totals, "1.2.3")
+
+    first = Sample(status({10: 100, 11: 50}, 150), at=0.0, cpu={10: 1.0, 11: None})
+    second = Sample(status({10: 300, 12: 0}, 400), at=2.0, cpu={10: 1.5, 12: 0.0})
+    assert frame(None, first)[2].split()[4] == "-"  # no rate from one sample
+    lines = frame(first, second)
+    assert lines[0].startswith("supervisor 7  version 1.2.3")
+    row = lines[2].split()
+    assert (row[0], row[4], row[-1]) == ("10", "100.0", "25.0")  # 200 req / 2 s; 0.5 s CPU / 2 s
+    new = lines[3].split()
+    assert (new[0], new[4], new[-1]) == ("12", "-", "-")  # not in the first sample
+    assert lines[4].startswith("total: 125.0 req/s, 400 requests") and "CPU 25.0%" in lines[4]
+    assert lines[4].endswith("restarts: crash 1")
