@@ -46,6 +46,11 @@ OPTIONS = (
     Option(("--workers", "-w"), "workers", "number of worker processes", int, 1),
     Option(("--max-concurrent",), "max_concurrent", "max concurrent requests per worker", int),
     Option(("--instance-id",), "instance_id", "instance id for headers, logs and metrics"),
+    Option(
+        ("--metrics-bind",),
+        "metrics_bind",
+        "supervisor: pool-wide Prometheus metrics on HOST:PORT [127.0.0.1:0, a free port]",
+    ),
     Option(("--redis-pool-size",), "redis_pool_size", "Redis pool size per worker [10]", int),
     Option(("--db-pool-size",), "db_pool_size", "Postgres pool size per worker [5]", int),
     Option(("--db-max-overflow",), "db_max_overflow", "extra Postgres connections [10]", int),
@@ -168,6 +173,9 @@ def _server_command(values: Mapping[str, object], app: str) -> list[str]:
             argv += ["--timeout-keep-alive", _text(keep_alive)]
         if values.get("instance_id"):
             argv += ["--instance-id", str(values["instance_id"])]
+        # On by default: it is what makes every worker's fastagentic_* counters reach
+        # GET /metrics on the app's port too, pooled (issue 19).
+        argv += ["--metrics-bind", str(values.get("metrics_bind") or "127.0.0.1:0")]
         if values["reload"]:
             argv.append("--reload")
         return argv

@@ -5,10 +5,12 @@ pools; a bad setting or an unreachable configured backend fails startup with
 one line (the server exits: the supervisor with code 3). Shutdown drains the
 consumer and closes the pools.
 
-Drain: the supervisor calls ``app.on_drain()`` when the worker starts
-draining. Under uvicorn or gunicorn, which have no such hook, the app chains
-itself to the server's SIGTERM/SIGINT handler instead, so streams still end
-with a reconnect event rather than being cut.
+Drain: under the supervisor, the lifespan scope carries the drain notice
+(``scope["extensions"]["supervisor.drain"]``, set the moment the worker starts
+draining; it reaches the app through any middleware), and the app drains its
+service when it is set. Under uvicorn or gunicorn, which have no such notice,
+the app chains itself to the server's SIGTERM/SIGINT handler instead, so
+streams still end with a reconnect event rather than being cut.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ logger = logging.getLogger("app")
 INSTANCE_HEADER = b"x-fastagentic-instance"
 RETRY_AFTER_SECONDS = 1
 DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+DRAIN_EXTENSION = "supervisor.drain"  # the supervisor's drain notice (app/ imports no supervisor)
 
 
 class App:
@@ -57,12 +60,12 @@ class App:
         if scope["type"] == "http":
             await self.http(scope, receive, send)
         elif scope["type"] == "lifespan":
-            await self.lifespan(receive, send)
+            await self.lifespan(scope, receive, send)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1003})
 
     def on_drain(self) -> None:
-        """Called by the supervisor when this worker starts draining."""
+        """This worker starts draining (the drain notice, or the server's SIGTERM)."""
         if self.service is not None:
             self.service.drain()
 
@@ -91,7 +94,7 @@ class App:
                 await self._overloaded(service, send_tagged)
                 return
             self.in_flight += 1
-            service.metrics.values["requests_in_flight"] = self.in_flight
+            service.metrics.set("requests_in_flight", self.in_flight)
         try:
             request = Request(scope, receive)
             handler = resolve(request.method, request.path)
@@ -105,7 +108,7 @@ class App:
             service.metrics.inc("requests")
             if counted:
                 self.in_flight -= 1
-                service.metrics.values["requests_in_flight"] = self.in_flight
+                service.metrics.set("requests_in_flight", self.in_flight)
 
     async def _overloaded(self, service: Service, send: Send) -> None:
         service.metrics.inc("overloaded")
@@ -138,7 +141,7 @@ class App:
 
     # Lifespan ----------------------------------------------------------------
 
-    async def lifespan(self, receive: Receive, send: Send) -> None:
+    async def lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
@@ -153,9 +156,14 @@ class App:
             text = f"Startup failed [{error_id}]: {exc!r}"
             await send({"type": "lifespan.startup.failed", "message": text})
             return
-        self._chain_drain_signals()
+        notice = (scope.get("extensions") or {}).get(DRAIN_EXTENSION)
+        watch = asyncio.ensure_future(self._drain_on(notice)) if notice is not None else None
+        if watch is None:
+            self._chain_drain_signals()
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
+        if watch is not None:
+            watch.cancel()
         self._unchain_drain_signals()
         try:
             await service.stop()
@@ -178,6 +186,11 @@ class App:
             service.backends(),
         )
         return service
+
+    async def _drain_on(self, notice: Any) -> None:
+        """The supervisor's drain notice: an awaitable set when this worker drains."""
+        await notice
+        self.on_drain()
 
     def _chain_drain_signals(self) -> None:
         """Run ``on_drain`` when the server's own SIGTERM/SIGINT handler runs.

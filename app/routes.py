@@ -16,6 +16,7 @@ from app import __version__
 from app.errors import HTTPError
 from app.http import Headers, Request, Send, send_json, send_response
 from app.identity import Identity
+from app.metrics import render as metrics_page
 from app.outage import guard
 from app.queue import TaskMessage
 from app.ratelimit import Decision
@@ -82,7 +83,7 @@ async def metrics(service: Service, request: Request, send: Send) -> None:
     except Exception as exc:
         logger.debug("Queue statistics unavailable: %r", exc)
         gauges = {}
-    text = service.metrics.render(settings.instance_id, gauges)
+    text = await metrics_page(settings.instance_id, gauges)
     await send_response(send, 200, text.encode(), PROMETHEUS)
 
 

@@ -44,7 +44,7 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.metrics = Metrics()
+        self.metrics = Metrics(settings.instance_id)
         self.draining = False
         self.drained = asyncio.Event()
         self.redis: Redis | None = None

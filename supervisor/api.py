@@ -25,29 +25,9 @@ __all__ = ["build_config", "run"]
 
 # uvicorn.run parameters we refuse, with the reason shown to the caller.
 UNSUPPORTED: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "ssl_keyfile",
-            "ssl_certfile",
-            "ssl_keyfile_password",
-            "ssl_version",
-            "ssl_cert_reqs",
-            "ssl_ca_certs",
-            "ssl_ciphers",
-            "ssl_context_factory",
-        ),
-        "terminate TLS at the load balancer or a proxy",
-    ),
-    **dict.fromkeys(
-        ("ws_max_size", "ws_max_queue", "ws_ping_interval", "ws_ping_timeout"),
-        "WebSocket tuning is not exposed yet; uvicorn's defaults apply",
-    ),
-    "ws_per_message_deflate": "WebSocket tuning is not exposed yet; uvicorn's defaults apply",
+    "ssl_context_factory": "give the certificate files (ssl_certfile, ssl_keyfile...)",
     "log_config": "use log_level and log_format; the supervisor owns logging for all workers",
     "use_colors": "log lines are plain text or JSON (log_format)",
-    "headers": "add response headers in the app or a middleware",
-    "h11_max_incomplete_event_size": "uvicorn's default applies",
-    "reset_contextvars": "each worker is a fresh process already",
     "timeout_notify": "use timeout_worker (liveness from the worker's event loop)",
     "callback_notify": "use timeout_worker (liveness from the worker's event loop)",
 }
@@ -60,7 +40,7 @@ RENAMED = {
     "timeout_worker_healthcheck": "timeout_worker",
 }
 _DEFAULT_LOG_CONFIG = object()
-_NOT_SETTINGS = frozenset({"app", "options", "interface", "http2", "log_config"})
+_NOT_SETTINGS = frozenset({"app", "options", "log_config"})
 
 
 def run(
@@ -114,7 +94,7 @@ def run(
         settings["env_file"] = os.fspath(env_file)
     if log_config is not _DEFAULT_LOG_CONFIG and log_config is not None:
         options["log_config"] = log_config
-    _refuse_interface(interface, http2)
+    _refuse_interface(interface)
     config, app_object = build_config(app, {**settings, **options})
 
     from supervisor.arbiter.runner import run_config  # noqa: PLC0415 - imports uvicorn and anyio
@@ -124,11 +104,9 @@ def run(
         raise SystemExit(code)
 
 
-def _refuse_interface(interface: str, http2: bool) -> None:
-    if interface not in ("auto", "asgi3", "asgi2"):
-        raise ConfigError(f'interface="{interface}" is not supported: the app must be ASGI.')
-    if http2:
-        raise ConfigError("http2=True is not supported: Uvicorn workers speak HTTP/1.1.")
+def _refuse_interface(interface: str) -> None:
+    if interface == "wsgi":
+        raise ConfigError('interface="wsgi" is not supported: the app must be ASGI.')
 
 
 def build_config(app: Any, settings: dict[str, Any]) -> tuple[Config, Any | None]:
@@ -145,6 +123,10 @@ def build_config(app: Any, settings: dict[str, Any]) -> tuple[Config, Any | None
         if field not in FIELD_NAMES or field == "app":
             raise TypeError(f"supervisor.run() got an unexpected keyword argument {name!r}.")
         values[field] = value
+    if values.get("headers"):  # uvicorn.run's [(name, value)] -> our "Name: Value"
+        values["headers"] = [
+            h if isinstance(h, str) else f"{h[0]}: {h[1]}" for h in values["headers"]
+        ]
     values = _uvicorn_values(values)
     app_object: Any | None = None
     if isinstance(app, str):

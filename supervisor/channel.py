@@ -31,13 +31,19 @@ class Heartbeat(msgspec.Struct, tag="beat"):
     ``draining``: the worker is draining (told to, or on its own: a SIGTERM sent
     to it directly). ``recycle``: the worker asks to be replaced ("fd-limit":
     it stopped accepting near its open-file limit; "memory-hard": an allocation
-    failed at --max-memory-hard).
+    failed at --max-memory-hard). ``in_flight`` counts WebSockets too (each is a
+    task of the worker); ``websockets`` and ``streams`` are those open now (a
+    stream: an HTTP response started and not ended), ``websocket_sessions`` those
+    that reached the app since the worker started.
     """
 
     requests: int
     in_flight: int
     connections: int
     draining: bool = False
+    websockets: int = 0
+    streams: int = 0
+    websocket_sessions: int = 0
     recycle: str | None = None
     stats: dict[str, float] | None = None
 

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from supervisor.errors import ConfigError
+from supervisor.errors import AppLoadError, ConfigError
 from supervisor.system import early_signals
 
 CLIENT_COMMANDS = frozenset({"status", "scale", "reload", "stop", "top"})
@@ -23,6 +23,12 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
     # First of all: a SIGHUP or SIGTERM sent right after start must not kill us.
     early_signals.install()
     args = list(sys.argv[1:] if argv is None else argv)
+    from supervisor.system import clash  # noqa: PLC0415 - after the signals are safe
+
+    mixed = clash.check_here()
+    if mixed:
+        sys.stderr.write(f"supervisor: error: {mixed}\n")
+        sys.exit(2)
     if args[:1] and args[0] in CLIENT_COMMANDS:
         from supervisor.commands import client as control_client  # noqa: PLC0415
 
@@ -35,10 +41,20 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
         invocation = parse(args, os.environ)
         config = make_config(invocation.settings)
+        if invocation.action == "print":
+            from supervisor.config import report  # noqa: PLC0415
+
+            sys.stdout.write(report.render(report.sources(config, invocation.layers)) + "\n")
+            sys.exit(0)
         if not config.app:
             raise ConfigError('Give the app to run, e.g. "python -m supervisor app.main:app".')
+        if invocation.action == "check":
+            from supervisor.config import report  # noqa: PLC0415
+
+            sys.stdout.write(report.check(config) + "\n")
+            sys.exit(0)
         code = run_config(config, invocation=invocation)
-    except ConfigError as exc:
+    except (ConfigError, AppLoadError) as exc:
         sys.stderr.write(f"supervisor: error: {exc}\n")
         sys.exit(exc.exit_code)
     exit_process(code)

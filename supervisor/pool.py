@@ -65,6 +65,8 @@ class WorkerView(msgspec.Struct, frozen=True):
     retiring: Reason | None  # marked for replacement, still serving until one serves
     leaving: Reason | None  # why it drains or drained
     stats: dict[str, float]
+    websockets: int = 0  # open now (they count in in_flight too)
+    streams: int = 0  # HTTP responses started and not ended
 
 
 class PoolSnapshot(msgspec.Struct, frozen=True):

@@ -29,7 +29,12 @@ def start_supervisor(tmp_path: Path) -> Iterator[StartSupervisor]:
         process.stop()
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: Sequence[pytest.Item]) -> None:
     for item in items:
         if "timeout" not in item.keywords:
             item.add_marker(pytest.mark.timeout(120))
+        # Tests that put load on the machine run one after another on one xdist
+        # worker (--dist loadgroup): two of them at once would measure each other.
+        if item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.xdist_group("load"))

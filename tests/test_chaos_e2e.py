@@ -312,6 +312,7 @@ def _closed_by_peer(sock: socket.socket) -> bool:
         return True
 
 
+@pytest.mark.slow
 def test_slowloris_does_not_starve_normal_clients(start_supervisor: StartSupervisor) -> None:
     sup = start_supervisor("tests.apps.hello:app", "-w", "2", "--timeout-keep-alive", "2")
     sup.wait_serving(2)

@@ -23,11 +23,14 @@ from anyio.abc import TaskGroup
 
 from supervisor import logs
 from supervisor._version import __version__
+from supervisor.appmetrics.harvest import Harvest
+from supervisor.appmetrics.pooling import Family
 from supervisor.arbiter import actions as act_
 from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
+from supervisor.arbiter.extensions import Extensions
 from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
@@ -36,6 +39,7 @@ from supervisor.arbiter.spawn import Spawner, SpawnError
 from supervisor.channel import BootFailure, Heartbeat, Message, Ready
 from supervisor.config import Config
 from supervisor.pool import PoolSnapshot, Reason, StopMode, WorkerState
+from supervisor.system import titles
 from supervisor.system.exits import describe_status, exit_code, reap_children
 
 logger = logging.getLogger("supervisor")
@@ -46,23 +50,13 @@ FAST_STOP_SECONDS = 3.0
 
 
 @dataclass
-class Extensions:
-    """Beside the pool: sd_notify and SIGUSR2 upgrades (see handover.py) hook in here."""
-
-    on_tick: list[Callable[[float, bool], None]] = field(default_factory=list)  # now, stalled
-    on_stop: list[Callable[[], None]] = field(default_factory=list)
-    # A child that is not a worker exited (pid, status): True when one of these knew it.
-    child_exited: list[Callable[[int, int], bool]] = field(default_factory=list)
-    upgrade: Callable[[], None] | None = None  # SIGUSR2
-
-
-@dataclass
 class Runtime:
     """The event loop's handles, made in :meth:`Arbiter.run`."""
 
     tasks: TaskGroup | None = None
     done: anyio.Event | None = None
     last_tick: float = 0.0
+    extensions: Extensions = field(default_factory=Extensions)  # SIGUSR2, sd_notify
 
 
 class Arbiter:
@@ -90,6 +84,12 @@ class Arbiter:
         self.hand = Hand(config.timeout_graceful)
         self.stop_state: policy.StopState | None = None
         self.on_hup = on_hup
+        # The app's prometheus_client metrics, when the supervisor serves metrics at all.
+        self.harvest = (
+            Harvest(pid_label=config.metrics_pid_label)
+            if config.metrics_bind or config.metrics_path
+            else None
+        )
         self.spawner = Spawner(
             config,
             listeners,
@@ -97,9 +97,9 @@ class Arbiter:
             hooks=self.hooks,
             server=self.server,
             app=self.boots.app,
+            harvest=self.harvest,
         )
         self.loop = Runtime()
-        self.extensions = Extensions()
 
     # The story ---------------------------------------------------------------
 
@@ -108,6 +108,7 @@ class Arbiter:
         supervisor sets its loop up: a faster first response."""
         signals_.remember_until_the_loop_listens()
         self.spawner.warm_up()
+        self.hooks.call("when_ready", self.server)  # gunicorn's: listeners up, before forking
         for _ in range(self.pool.target):
             if signals_.stop_pending():
                 logger.info("Stop requested while starting: no more workers forked")
@@ -222,11 +223,12 @@ class Arbiter:
             if not self.pool.served and not any(
                 w.state is WorkerState.BOOTING for w in self.pool.workers.values()
             ):
-                self.pool.served = True  # gunicorn calls when_ready once, not per respawn
-                self.hooks.call("when_ready", self.server)
+                self.pool.served = True
         elif isinstance(message, Heartbeat):
             worker.requests, worker.in_flight = message.requests, message.in_flight
             worker.connections = message.connections
+            worker.websockets, worker.streams = message.websockets, message.streams
+            worker.websocket_sessions = message.websocket_sessions
             worker.stats = message.stats if message.stats is not None else worker.stats
             if message.recycle and worker.wants_recycle is None:
                 worker.wants_recycle = Reason(message.recycle)
@@ -259,8 +261,6 @@ class Arbiter:
         self.probe.measure(self.pool.workers.values(), now)
         workers = list(self.pool.workers.values())
         self.act(policy.check(workers, now, self._checks(), stalled=stalled))
-        for hook in self.extensions.on_tick:
-            hook(now, stalled)
 
     def _checks(self) -> policy.Checks:
         c = self.config
@@ -287,10 +287,8 @@ class Arbiter:
     def reap_workers(self) -> None:
         for pid, status in reap_children():
             worker = self.pool.workers.pop(pid, None)
-            if worker is None and any(seen(pid, status) for seen in self.extensions.child_exited):
-                continue
             if worker is None:
-                logger.debug("Reaped process %d (not a worker): %s", pid, describe_status(status))
+                self.loop.extensions.reaped(pid, status)  # an upgrade's successor, a stranger
                 continue
             self.on_exit(worker, status)
 
@@ -300,11 +298,13 @@ class Arbiter:
         outputs.log_stack_dump(worker)
         worker.transition(WorkerState.STOPPED)
         self.books.close(worker)
+        if self.harvest is not None:
+            self.harvest.retire(worker.pid)
         handle = self.server.WORKERS.pop(worker.pid, None)
         if handle is not None:
             handle.alive, handle.requests, handle.rss = False, worker.requests, worker.rss
             handle.leaving = worker.leaving
-            self.hooks.call("worker_exit", self.server, handle)
+            self.hooks.call("child_exit", self.server, handle)  # worker_exit ran in the worker
         rolling = tuple(
             w.pid for w in self.pool.workers.values() if w.retiring is Reason.RELOAD and w.live
         )
@@ -330,11 +330,10 @@ class Arbiter:
             return
         timeout = FAST_STOP_SECONDS if fast else self.config.timeout_graceful + DRAIN_MARGIN
         self.stop_state = policy.StopState(fast, now + timeout)
+        titles.set_state("stopping" if fast else "draining")
         if first:
             for sock in self.spawner.listeners:
                 sock.close()  # workers hold their own copies of the listeners
-            for hook in self.extensions.on_stop:
-                hook()
         for worker in list(self.pool.workers.values()):
             if fast:
                 self.act([act_.Quit(worker.pid)])
@@ -356,6 +355,10 @@ class Arbiter:
     def snapshot(self) -> PoolSnapshot:
         """The pool as readers see it (status, metrics, hooks)."""
         return snapshot_of(self)
+
+    def app_metrics(self) -> Callable[[], list[Family]] | None:
+        """What the metrics endpoint calls for the app's pooled families, if it serves them."""
+        return self.harvest.families if self.harvest is not None else None
 
 
 def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:

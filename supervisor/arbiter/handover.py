@@ -12,11 +12,14 @@ import logging
 import os
 import socket
 import sys
+import time
 from typing import Any, Protocol
+
+import anyio
 
 from supervisor import logs
 from supervisor.arbiter import operations, upgrade
-from supervisor.arbiter.arbiter import Arbiter
+from supervisor.arbiter.arbiter import STALLED_AFTER, TICK_SECONDS, Arbiter
 from supervisor.arbiter.hand import DRAIN_MARGIN
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.systemd import SystemdLink
@@ -50,6 +53,28 @@ class Started(Protocol):
     default_instance: bool
 
 
+async def ticker(arbiter: Arbiter) -> None:
+    """The extensions' own tick on the supervisor's loop (the arbiter's stays its own):
+    ``stalled`` when the loop itself was late, so the watchdog is not pinged then."""
+    last = time.monotonic()
+    while True:
+        await anyio.sleep(TICK_SECONDS)
+        now = time.monotonic()
+        stalled, last = now - last - TICK_SECONDS > STALLED_AFTER, now
+        if arbiter.stop_state is not None:
+            arbiter.loop.extensions.stopped()  # a stop the policy began (each hook acts once)
+        for hook in arbiter.loop.extensions.on_tick:
+            hook(now, stalled)
+
+
+def successor_for(handoff: upgrade.Handoff | None, config: Config) -> upgrade.Successor | None:
+    """When a SIGUSR2 started us: what the new supervisor takes over, once it serves."""
+    if handoff is None:
+        return None
+    place = control.socket_path(config, os.getpid())
+    return upgrade.Successor(handoff, pid_path=config.pid, control_path=place)
+
+
 def link_systemd(arbiter: Arbiter, successor: upgrade.Successor | None) -> SystemdLink:
     """sd_notify from the loop's tick (a no-op without $NOTIFY_SOCKET)."""
     if successor is not None and os.environ.get(sdnotify.WATCHDOG_PID) == str(
@@ -65,8 +90,8 @@ def link_systemd(arbiter: Arbiter, successor: upgrade.Successor | None) -> Syste
         stopping = arbiter.stop_state is not None
         link.tick(arbiter.pool, stopping=stopping, healthy=not stalled, now=now)
 
-    arbiter.extensions.on_tick.append(tick)
-    arbiter.extensions.on_stop.append(lambda: link.stopped(arbiter.pool))
+    arbiter.loop.extensions.on_tick.append(tick)
+    arbiter.loop.extensions.on_stop.append(lambda: link.stopped(arbiter.pool))
     return link
 
 
@@ -114,10 +139,10 @@ def set_up_upgrades(
             link.silent = False  # the old one is saying MAINPID= for us
         upgrader.tick(now)
 
-    arbiter.extensions.on_tick.append(tick)
-    arbiter.extensions.child_exited.append(upgrader.on_exit)
-    arbiter.extensions.on_stop.append(upgrader.abandon)
-    arbiter.extensions.upgrade = upgrader.request
+    arbiter.loop.extensions.on_tick.append(tick)
+    arbiter.loop.extensions.child_exited.append(upgrader.on_exit)
+    arbiter.loop.extensions.on_stop.append(upgrader.abandon)
+    arbiter.loop.extensions.upgrade = upgrader.request
 
 
 class HupHandler:
@@ -127,8 +152,9 @@ class HupHandler:
     then the environment is put back as it was, and nothing else changed.
     """
 
-    def __init__(self, started: Started, hooks: Hooks, *, cli: bool) -> None:
+    def __init__(self, started: Started, hooks: Hooks, cli: bool, gunicorn_file: bool) -> None:
         self.started, self.hooks, self.cli = started, hooks, cli
+        self.gunicorn_file = gunicorn_file
         self.arbiter: Arbiter | None = None
 
     def __call__(self, server: ServerHandle) -> bool:
@@ -149,6 +175,11 @@ class HupHandler:
                 logger.error("Reload aborted, nothing changed: %s", exc)
                 return False
             apply_config(self.arbiter, plan(self.arbiter.config, reread), file_hooks)
+        if self.gunicorn_file and self.arbiter is not None:
+            # As gunicorn: back to the config's worker count, after TTIN/TTOU too.
+            arbiter, workers = self.arbiter, self.arbiter.config.workers
+            old, arbiter.pool.target = arbiter.pool.target, workers
+            self.hooks.call("nworkers_changed", server, workers, old)
         self.hooks.call("on_reload", server)
         return True
 

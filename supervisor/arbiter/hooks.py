@@ -31,10 +31,17 @@ HOOK_NAMES = frozenset(
         "when_ready",
         "pre_fork",
         "post_fork",
+        "post_worker_init",
+        "worker_int",
+        "worker_abort",
+        "pre_exec",
         "worker_exit",
+        "child_exit",
+        "nworkers_changed",
         "on_exit",
         "on_reload",
         "reopen_logs",
+        "ssl_context",
     }
 )
 
@@ -96,14 +103,17 @@ class Hooks:
             raise ValueError(f"unknown hook {name!r}")
         self.callbacks.setdefault(name, []).append(callback)
 
-    def call(
-        self, name: str, server: ServerHandle | None, worker: WorkerHandle | None = None
-    ) -> None:
+    def call(self, name: str, *args: Any) -> Any:
+        """Run every callback of ``name`` with gunicorn's arguments; the last one's result."""
+        result = None
         for callback in self.callbacks.get(name, ()):
             try:
-                if worker is None:
-                    callback(server)
-                else:
-                    callback(server, worker)
+                result = callback(*args)
             except Exception:
                 logger.exception("The %s hook %r failed", name, callback)
+        return result
+
+    def get(self, name: str) -> Hook | None:
+        """The one callback of ``name`` whose result matters (ssl_context), if any."""
+        found = self.callbacks.get(name)
+        return found[-1] if found else None

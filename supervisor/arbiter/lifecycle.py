@@ -47,6 +47,9 @@ class WorkerRecord:
     requests: int = 0
     in_flight: int = 0
     connections: int = 0
+    websockets: int = 0
+    streams: int = 0
+    websocket_sessions: int = 0
     rss: int = 0
     retiring: Reason | None = None
     leaving: Reason | None = None
@@ -89,6 +92,8 @@ class WorkerRecord:
             requests=self.requests,
             in_flight=self.in_flight,
             connections=self.connections,
+            websockets=self.websockets,
+            streams=self.streams,
             rss_bytes=self.rss,
             last_beat_s=round(now - self.last_beat, 3),
             retiring=self.retiring,

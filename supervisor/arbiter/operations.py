@@ -50,6 +50,7 @@ def stop(arbiter: Arbiter, *, fast: bool, cause: str) -> str:
     )
     logger.info("%s: %s", cause, how)
     arbiter.stop(fast=fast)
+    arbiter.loop.extensions.stopped()  # at once: a quick drain can end before a tick
     return how
 
 
@@ -60,6 +61,7 @@ def interrupt(arbiter: Arbiter) -> None:
     else:
         logger.info("Received SIGINT: draining workers (press Ctrl-C again to force)")
         arbiter.stop(fast=False)
+    arbiter.loop.extensions.stopped()
 
 
 def reload(arbiter: Arbiter, *, cause: str) -> int | None:
@@ -95,7 +97,9 @@ def set_target(arbiter: Arbiter, workers: int) -> str | None:
             return verdict.message
         if verdict.message:
             logger.warning("Scaling up: %s", verdict.message)
-    pool.target = max(1, workers)
+    old, pool.target = pool.target, max(1, workers)
+    if pool.target != old:
+        arbiter.hooks.call("nworkers_changed", arbiter.server, pool.target, old)
     return None
 
 
@@ -109,10 +113,10 @@ def scale_by(arbiter: Arbiter, step: int) -> None:
 
 
 def upgrade(arbiter: Arbiter) -> None:
-    if arbiter.extensions.upgrade is None:
+    if arbiter.loop.extensions.upgrade is None:
         logger.warning("Received SIGUSR2: not upgrading: no upgrade is set up here")
         return
-    arbiter.extensions.upgrade()
+    arbiter.loop.extensions.upgrade()
 
 
 def reopen_logs(arbiter: Arbiter) -> None:

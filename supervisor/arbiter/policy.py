@@ -334,7 +334,8 @@ def _left(worker: WorkerRecord, ended: Ended, situation: Situation) -> list[Acti
     reason = worker.leaving
     assert reason is not None
     level = logging.INFO if reason in _EXPECTED or reason is Reason.LEFT else logging.WARNING
-    message = f"Worker {worker.pid} stopped ({reason}, {ended.how}, {worker.requests} requests)"
+    ws = f", {worker.websocket_sessions} websockets" if worker.websocket_sessions else ""
+    message = f"Worker {worker.pid} stopped ({reason}, {ended.how}, {worker.requests} requests{ws})"
     actions: list[Action] = [Count(reason), Log(level, message)]
     if situation.stopping and ended.code != EXIT_OK:
         actions.append(ExitCode(EXIT_ERROR))  # the drain cut requests, or it was killed

@@ -24,8 +24,19 @@ from supervisor.config import Config, format_size, replace
 from supervisor.endpoints import control, metrics
 from supervisor.errors import AppLoadError, ConfigError, SupervisorError
 from supervisor.pool import PoolSnapshot
-from supervisor.system import capacity, cgroups, ownership, pidfile, places, sockets
+from supervisor.system import (
+    capacity,
+    cgroups,
+    ownership,
+    pidfile,
+    places,
+    privileges,
+    sockets,
+    titles,
+    workdir,
+)
 from supervisor.system import watch as reload
+from supervisor.worker import http_choice, tls
 
 if TYPE_CHECKING:
     from supervisor.config.cli import Invocation
@@ -71,7 +82,7 @@ def preload_app(config: Config) -> Any:
         raise AppLoadError(str(exc)) from exc
 
 
-def open_listeners(config: Config) -> list[socket.socket]:
+def open_listeners(config: Config, owner: privileges.Identity | None = None) -> list[socket.socket]:
     specs = sockets.bind_specs(config.bind, config.host, config.port, config.uds, dict(os.environ))
     opened: list[socket.socket] = []
     try:
@@ -84,6 +95,8 @@ def open_listeners(config: Config) -> list[socket.socket]:
                     # A port someone else listens on is refused, unless sharing
                     # it is what --reuse-port asked for.
                     exclusive=not config.reuse_port,
+                    owner=owner,
+                    umask=config.umask,
                 )
             )
     except SupervisorError:
@@ -109,7 +122,10 @@ def _log_start(
 ) -> None:
     logger.info("Starting supervisor %s (pid %d) for %s", __version__, os.getpid(), config.app)
     for sock in listeners:
-        logger.info("Listening at %s", sockets.describe(sock))
+        where = sockets.describe(sock)
+        if tls.enabled(config):  # the same socket; every worker wraps it in TLS
+            where = where.replace("http://", "https://", 1) + " (TLS)"
+        logger.info("Listening at %s", where)
     if metrics_listener is not None:
         # The bound address, so ":0" in --metrics-bind shows the port it got.
         logger.info("Metrics at %s/metrics", sockets.describe(metrics_listener))
@@ -193,24 +209,20 @@ def run_config(
     # A name the user chose goes on every text line too; the default hostname-pid
     # would only repeat the pid that each line already has.
     text_instance = bool(config.instance_id)
-    try:
-        handoff = upgrade.take_handoff(os.environ)
-    except ConfigError as exc:
-        sys.stderr.write(f"supervisor: error: {exc}\n")
-        return exc.exit_code
     config = prepare(config)
     try:
+        handoff = upgrade.take_handoff(os.environ)  # we were started by a SIGUSR2
+        workdir.enter(config)
         _install_logging(config, text_instance=text_instance)
     except ConfigError as exc:
         sys.stderr.write(f"supervisor: error: {exc}\n")
         return exc.exit_code
     for warning in invocation.warnings if invocation else ():
         logger.warning("%s", warning)
+    for note in invocation.notes if invocation else ():
+        logger.info("%s", note)
     started = Started(EnvFile(config.env_file), default_instance=not text_instance)
-    if handoff is not None:
-        started.successor = upgrade.Successor(
-            handoff, pid_path=config.pid, control_path=control.socket_path(config, os.getpid())
-        )
+    started.successor = handover.successor_for(handoff, config)
     try:
         _start(config, started, app)
     except BaseException as exc:  # whatever ends the start: leave nothing behind
@@ -224,6 +236,7 @@ def run_config(
     _log_start(config, started.listeners, started.metrics_listener)
     if handoff is not None:
         logger.info("Upgrade: taking over from supervisor %d", handoff.old_pid)
+    titles.set_title("master", config)
     try:
         code = _serve(config, started, invocation, app)
     finally:
@@ -235,6 +248,9 @@ def run_config(
 def _start(config: Config, started: Started, app: Any | None) -> None:
     check_workers(config)
     successor = started.successor
+    tls.check(config)  # an unusable certificate: one line, before any socket or fork
+    http_choice.check(config)
+    identity = privileges.resolve(config.user, config.group)  # an unknown user: one line
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
     # A USR2 successor takes the pid file over once it serves (upgrade.Successor).
     started.pid_file = pidfile.acquire(config.pid) if config.pid and not successor else None
@@ -250,7 +266,7 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
             ownership.claim(path)  # ours to remove at exit from now on
         started.metrics_listener = successor.metrics_listener()
     else:
-        started.listeners = open_listeners(config)
+        started.listeners = open_listeners(config, identity)
     if config.metrics_bind and started.metrics_listener is None:
         started.metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
     started.preloaded = app if app is not None else preload_app(config) if config.preload else None
@@ -261,9 +277,11 @@ def _start(config: Config, started: Started, app: Any | None) -> None:
 def _serve(config: Config, started: Started, invocation: Invocation | None, app: Any | None) -> int:
     hooks = Hooks(invocation.hooks if invocation else None)
     server = ServerHandle(config)
+    hooks.call("nworkers_changed", server, config.workers, None)  # gunicorn's first hook
     hooks.call("on_starting", server)
+    gunicorn_file = bool(invocation and invocation.config_file)
 
-    on_hup = handover.HupHandler(started, hooks, cli=invocation is not None)
+    on_hup = handover.HupHandler(started, hooks, invocation is not None, gunicorn_file)
     arbiter = Arbiter(
         config,
         started.listeners,
@@ -291,7 +309,7 @@ class _Commands:
         return self._arbiter.snapshot()
 
     def metrics_text(self) -> str:
-        return metrics.render(self._arbiter.snapshot())
+        return metrics.render(self._arbiter.snapshot(), self._arbiter.app_metrics())
 
     def scale(self, workers: int) -> str | None:
         refused = operations.set_target(self._arbiter, workers)
@@ -314,7 +332,8 @@ def _sources(
 ) -> list[Callable[[], Awaitable[None]]]:
     """The event sources beside the tick: signals, --reload, the two endpoints."""
     sources: list[Callable[[], Awaitable[None]]] = [
-        functools.partial(signals.watch, functools.partial(operations.on_signal, arbiter))
+        functools.partial(signals.watch, functools.partial(operations.on_signal, arbiter)),
+        functools.partial(handover.ticker, arbiter),  # sd_notify, USR2
     ]
     if config.reload:
 
@@ -331,10 +350,10 @@ def _sources(
         sources.append(functools.partial(control.serve, control_sock, _Commands(arbiter)))
     if metrics_listener is not None:
 
-        def text() -> str:
-            return metrics.render(arbiter.snapshot())
+        def body(accept: str) -> tuple[bytes, str]:
+            return metrics.encode(arbiter.snapshot(), arbiter.app_metrics(), accept)
 
-        sources.append(functools.partial(metrics.serve, metrics_listener, text))
+        sources.append(functools.partial(metrics.serve, metrics_listener, body))
     return sources
 
 

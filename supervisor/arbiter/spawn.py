@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from supervisor.appmetrics.harvest import Harvest
 from supervisor.arbiter import policy
 from supervisor.arbiter.hooks import Hooks, ServerHandle, WorkerHandle
 from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.channel import make_pair
 from supervisor.config import Config
 from supervisor.logs import capture
-from supervisor.system import sockets
+from supervisor.system import privileges, sockets, titles
 
 logger = logging.getLogger("supervisor")
 
@@ -68,6 +69,7 @@ class Spawner:
         hooks: Hooks,
         server: ServerHandle,
         app: Callable[[], Any | None],
+        harvest: Harvest | None = None,
     ) -> None:
         self.config = config
         self.listeners = listeners
@@ -78,6 +80,9 @@ class Spawner:
         self.supervisor_pid = os.getpid()
         self.rng = random.Random()
         self.spawned = 0  # every fork so far: a hook's worker.age
+        self.harvest = harvest
+        # --user/--group: resolved (and refused if unknown) by the runner before binding.
+        self.identity = privileges.resolve(config.user, config.group)
 
     def warm_up(self) -> None:
         """Import the worker's stack before forking (see the module docstring)."""
@@ -106,18 +111,13 @@ class Spawner:
         config = self.config
         self.spawned += 1
         handle = WorkerHandle(self.spawned, generation, config)
-        limits = policy.worker_limits(
-            config.max_requests,
-            config.max_requests_jitter,
-            config.max_lifetime,
-            config.lifetime_jitter,
-            self.rng,
-        )
+        limits = self._limits()
         try:
             listeners = self._listeners()
         except OSError as exc:
             raise SpawnError(f"Cannot open a --reuse-port listener ({exc})") from exc
         own = [sock for sock in listeners if sock not in self.listeners]
+        metrics_fd = self._metrics_area()
         parent_end, child_end = make_pair()
         dump_r, dump_w = os.pipe()
         output_r, output_w = os.pipe() if self.json_logs else (-1, -1)
@@ -129,35 +129,67 @@ class Spawner:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for sock in (parent_end, child_end, *own):
                 sock.close()
-            _close_fds(dump_r, dump_w, output_r, output_w)
+            _close_fds(dump_r, dump_w, output_r, output_w, metrics_fd)
             raise SpawnError(f"Cannot fork a worker ({exc.strerror or exc})") from exc
         if pid == 0:  # pragma: no cover - runs in the child, measured by the e2e tests
-            from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
-
             parent_end.close()
-            handle.pid = os.getpid()
-            self.hooks.call("post_fork", self.server, handle)
-            start = WorkerStart(
-                config,
-                listeners,
-                child_end,
-                self.supervisor_pid,
-                self.app(),
-                max_requests=limits.max_requests,
-                dump_fd=dump_w,
-                output_fd=output_w,
-            )
-            _become_worker(start)
+            self._become(handle, listeners, child_end, limits, (dump_w, output_w, metrics_fd))
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         child_end.close()
         _close_fds(dump_w, output_w)
         for sock in own:  # the worker's own accept queue dies with the worker
             sock.close()
         handle.pid = pid
+        if self.harvest is not None:
+            self.harvest.adopt(pid, metrics_fd)
         worker = _record(
             pid, generation, limits=limits, channel=parent_end, dump_fd=dump_r, output_fd=output_r
         )
         return worker, handle
+
+    def _limits(self) -> policy.WorkerLimits:
+        c = self.config
+        return policy.worker_limits(
+            c.max_requests, c.max_requests_jitter, c.max_lifetime, c.lifetime_jitter, self.rng
+        )
+
+    def _metrics_area(self) -> int:
+        try:
+            return self.harvest.open() if self.harvest is not None else -1
+        except OSError as exc:
+            raise SpawnError(f"Cannot make a worker's metrics area ({exc})") from exc
+
+    def _become(  # pragma: no cover - runs in the child; never returns
+        self,
+        handle: WorkerHandle,
+        listeners: list[socket.socket],
+        channel: socket.socket,
+        limits: policy.WorkerLimits,
+        fds: tuple[int, int, int],
+    ) -> None:
+        """In the new child: post_fork (as root), the privilege drop, then the worker."""
+        from supervisor.worker import WorkerStart  # noqa: PLC0415 - warmed up
+
+        handle.pid = os.getpid()
+        titles.set_title("worker", self.config, handle.age)
+        self.hooks.call("post_fork", self.server, handle)
+        if self.identity is not None:  # after post_fork (still root), before the app
+            privileges.drop(self.identity)
+        start = WorkerStart(
+            self.config,
+            listeners,
+            channel,
+            self.supervisor_pid,
+            self.app(),
+            max_requests=limits.max_requests,
+            dump_fd=fds[0],
+            output_fd=fds[1],
+            metrics_fd=fds[2],
+            hooks=self.hooks,
+            server=self.server,
+            handle=handle,
+        )
+        _become_worker(start)
 
     def _listeners(self) -> list[socket.socket]:
         if not self.config.reuse_port:

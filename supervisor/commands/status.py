@@ -25,18 +25,20 @@ def render(status: Status) -> str:
         + (f"  STOPPING ({status.stopping})" if status.stopping else ""),
         "",
         f"{'PID':>8}  {'GEN':>3}  {'STATE':<9}  {'AGE':>7}  {'REQUESTS':>9}  {'IN-FLIGHT':>9}  "
-        f"{'RSS':>10}  NOTE",
+        f"{'WS':>4}  {'STREAMS':>7}  {'RSS':>10}  NOTE",
     ]
     for w in status.workers:
         note = f"retiring: {w.retiring}" if w.retiring else ""
         lines.append(
             f"{w.pid:>8}  {w.generation:>3}  {w.state:<9}  {_age(w.age_s):>7}  {w.requests:>9}  "
-            f"{w.in_flight:>9}  {format_size(w.rss_bytes):>10}  {note}".rstrip()
+            f"{w.in_flight:>9}  {w.websockets:>4}  {w.streams:>7}  {format_size(w.rss_bytes):>10}"
+            f"  {note}".rstrip()
         )
     restarts = ", ".join(f"{k} {v}" for k, v in status.totals.restarts.items()) or "none"
     lines += [
         "",
-        f"total: {status.totals.requests} requests served, {status.totals.in_flight} in flight, "
+        f"total: {status.totals.requests} requests served, {status.totals.in_flight} in flight"
+        f" ({status.totals.websockets} websockets, {status.totals.streams} streams), "
         f"RSS {format_size(status.totals.rss_bytes)}; restarts: {restarts}",
     ]
     return "\n".join(lines)

@@ -32,6 +32,8 @@ class WorkerStatus(msgspec.Struct):
     rss_bytes: int
     last_beat_s: float
     retiring: str | None
+    websockets: int = 0
+    streams: int = 0
 
 
 class Totals(msgspec.Struct):
@@ -40,6 +42,8 @@ class Totals(msgspec.Struct):
     in_flight: int
     rss_bytes: int
     restarts: dict[str, int]
+    websockets: int = 0
+    streams: int = 0
 
 
 class Status(msgspec.Struct):
@@ -86,6 +90,8 @@ def status_of(snapshot: PoolSnapshot) -> Status:
             rss_bytes=w.rss_bytes,
             last_beat_s=w.last_beat_s,
             retiring=str(w.retiring) if w.retiring else None,
+            websockets=w.websockets,
+            streams=w.streams,
         )
         for w in snapshot.workers
     ]
@@ -95,6 +101,8 @@ def status_of(snapshot: PoolSnapshot) -> Status:
         in_flight=sum(w.in_flight for w in workers),
         rss_bytes=sum(w.rss_bytes for w in workers),
         restarts=snapshot.restarts,
+        websockets=sum(w.websockets for w in workers),
+        streams=sum(w.streams for w in workers),
     )
     return Status(
         pid=snapshot.pid,

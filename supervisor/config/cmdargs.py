@@ -27,7 +27,12 @@ from supervisor.errors import ConfigError
 _DROP_QUIETLY = {"--reuse-port": 0, "--no-sendfile": 0, "--threads": 1, "--worker-connections": 1}
 _DROP_QUIETLY["--worker-tmp-dir"] = 1
 _TRANSLATED = {"-k", "--worker-class", "-t", "--timeout", "--access-logfile", "-e", "--env"}
-_TRANSLATED |= {"--chdir", "--asgi-loop", "--asgi-lifespan"}
+_TRANSLATED |= {"--asgi-loop", "--asgi-lifespan", "--fd"}
+# uvicorn flags with no meaning here: refused in one line, with the reason.
+REFUSED = {
+    "--use-colors": "log lines are plain text or JSON (--log-format); colours are not supported",
+}
+_DROP_QUIETLY["--no-use-colors"] = 0  # what we do anyway
 
 
 def _translated(flag: str, value: str, env: dict[str, str], notes: list[str]) -> list[str]:
@@ -43,10 +48,12 @@ def _translated(flag: str, value: str, env: dict[str, str], notes: list[str]) ->
         return ["--timeout-worker", str(NEVER) if value.strip() in ("0", "0.0") else value]
     if flag == "--access-logfile":
         return ["--access-log", "--access-logfile", value]
+    if flag == "--fd":
+        return ["--bind", f"fd://{int(value)}"]
     if flag in ("-e", "--env"):
         env.update(parse_env(value))
         return []
-    renamed = {"--chdir": "--app-dir", "--asgi-loop": "--loop", "--asgi-lifespan": "--lifespan"}
+    renamed = {"--asgi-loop": "--loop", "--asgi-lifespan": "--lifespan"}
     return [renamed[flag], value]
 
 
@@ -83,6 +90,8 @@ def translate_args(
         flag, sep, value = token.partition("=") if token.startswith("--") else (token, "", "")
         if token[:2] in _TRANSLATED and len(token) > 2 and not token.startswith("--"):
             flag, sep, value = token[:2], "=", token[2:]  # -kuvicorn_worker.UvicornWorker
+        if flag in REFUSED:
+            raise ConfigError(f"{flag} is not supported: {REFUSED[flag]}.")
         quiet = flag in _DROP_QUIETLY and not (strict and flag in ours)
         special = flag in _TRANSLATED or quiet
         if not flag.startswith("-") or (flag in ours and not special) or (strict and not special):

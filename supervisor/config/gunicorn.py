@@ -1,14 +1,14 @@
 """Gunicorn compatibility: gunicorn-style ``.py`` config files and ``GUNICORN_CMD_ARGS``.
 
-A config file is executed as Python, like Gunicorn does, and its module-level
-names are read as settings. Gunicorn's names (``bind``, ``timeout``,
-``keepalive``, ``preload_app``, ``accesslog``...) are translated to ours; our
-own setting names (``max_memory``, ``timeout_worker``...) are accepted as
-they are. Gunicorn settings we do not support, and names nobody knows, are
-reported in one warning line instead of being silently dropped.
-
-Server hooks keep Gunicorn's signatures (``post_fork(server, worker)``); the
-objects they receive are described in :mod:`supervisor.arbiter.hooks`.
+A config file is executed as Python, like Gunicorn does, and read with gunicorn's
+meaning: only gunicorn's setting names are settings (ours, such as ``preload``,
+are not read from it), values are coerced as gunicorn coerces them (``"2"``
+workers, a ``"0"`` timeout from the environment), and gunicorn's defaults apply
+where they differ from ours (no access log unless ``accesslog`` is set,
+keep-alive 2 s). Imports, functions and helper variables give no warning; a
+gunicorn setting we do not honour is named once, one that does not apply to
+async workers is explained in an info line, a near-miss typo gets "did you mean".
+Hooks keep Gunicorn's signatures (see :mod:`supervisor.arbiter.hooks`).
 """
 
 from __future__ import annotations
@@ -19,13 +19,29 @@ import logging
 import os
 import re
 import traceback
-import types
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from supervisor.config import FIELD_NAMES, make_config, option_name
+from supervisor.config import make_config, option_name
+from supervisor.config.gunicorn_names import (
+    EXPLAINED,
+    GUNICORN_SETTINGS,
+    GUNICORN_SPELLING,
+    HOOKS,
+    NOT_CALLED,
+    OWN_SETTINGS,
+    QUIET,
+    UVICORN_WORKERS,
+    WORKER_KWARGS,
+    access_from_logconfig,
+    asgi_worker,
+    is_helper,
+    merge_logconfig,
+    near_miss,
+)
+from supervisor.config.gunicorn_values import boolean, integer, strings
 from supervisor.errors import ConfigError
 
 logger = logging.getLogger("supervisor")
@@ -33,64 +49,6 @@ logger = logging.getLogger("supervisor")
 GUNICORN_CMD_ARGS = "GUNICORN_CMD_ARGS"
 SUPERVISOR_CMD_ARGS = "SUPERVISOR_CMD_ARGS"
 NEVER = 365 * 24 * 3600.0  # gunicorn's "timeout = 0" (no watchdog)
-
-UVICORN_WORKERS = {
-    "uvicorn_worker.UvicornWorker": {},
-    "uvicorn.workers.UvicornWorker": {},
-    "uvicorn_worker.UvicornH11Worker": {"http": "h11"},
-    "uvicorn.workers.UvicornH11Worker": {"http": "h11"},
-    "asgi": {},  # gunicorn's own ASGI worker: the app is ASGI, so Uvicorn runs it too
-    "gunicorn.workers.gasgi.ASGIWorker": {},
-}
-# Keys of a UvicornWorker subclass's CONFIG_KWARGS that are also our settings.
-_WORKER_KWARGS = {
-    "loop": "loop",
-    "http": "http",
-    "ws": "ws",
-    "lifespan": "lifespan",
-    "root_path": "root_path",
-    "proxy_headers": "proxy_headers",
-    "server_header": "server_header",
-    "date_header": "date_header",
-    "timeout_keep_alive": "timeout_keep_alive",
-    "timeout_graceful_shutdown": "timeout_graceful",
-    "limit_concurrency": "max_concurrent",
-    "backlog": "backlog",
-}
-
-# gunicorn hook -> (our hook slot, gunicorn's parameters)
-HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "on_starting": ("on_starting", ("server",)),
-    "on_reload": ("on_reload", ("server",)),
-    "when_ready": ("when_ready", ("server",)),
-    "pre_fork": ("pre_fork", ("server", "worker")),
-    "post_fork": ("post_fork", ("server", "worker")),
-    # Ours runs in the supervisor when the worker is reaped: gunicorn's child_exit moment.
-    "worker_exit": ("worker_exit", ("server", "worker")),
-    "child_exit": ("worker_exit", ("server", "worker")),
-    "on_exit": ("on_exit", ("server",)),
-}
-# Accepted and without effect, exactly as under gunicorn -k UvicornWorker (or not needed here).
-IGNORED = frozenset(
-    {"config", "reuse_port", "worker_tmp_dir", "threads", "worker_connections", "sendfile"}
-)
-# Gunicorn hooks with no moment of ours (every other unknown *value* is named too).
-UNSUPPORTED_HOOKS = frozenset(
-    {
-        "post_worker_init",
-        "worker_int",
-        "worker_abort",
-        "pre_exec",
-        "pre_request",
-        "post_request",
-        "nworkers_changed",
-        "ssl_context",
-        "on_dirty_starting",
-        "dirty_post_fork",
-        "dirty_worker_init",
-        "dirty_worker_exit",
-    }
-)
 
 
 @dataclass
@@ -101,22 +59,15 @@ class LoadedConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # info: settings that do not apply here
     env: dict[str, str] = field(default_factory=dict)
 
 
 # Settings ------------------------------------------------------------------------------
 
 
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    if isinstance(value, (list, tuple)):
-        return [str(item) for item in value]
-    raise ValueError(f"use a string or a list of strings, not {type(value).__name__}")
-
-
 def _bind(value: Any) -> dict[str, Any]:
-    binds = [value] if isinstance(value, str) else _strings(value)
+    binds = [value] if isinstance(value, str) else strings(value)
     # One HOST:PORT becomes --host/--port, so that --port on the command line still wins.
     match = _HOST_PORT.fullmatch(binds[0]) if len(binds) == 1 else None
     if match is None:
@@ -128,13 +79,15 @@ _HOST_PORT = re.compile(r"(?:\[([0-9a-fA-F:.]+)\]|([^:/\[\]]+)):(\d+)")
 
 
 def _timeout(value: Any) -> dict[str, Any]:
-    return {"timeout_worker": NEVER if value == 0 else value}
+    seconds = integer(value)
+    return {"timeout_worker": NEVER if seconds == 0 else seconds}
 
 
 def _keepalive(value: Any) -> dict[str, Any]:
-    if value == 0:
+    seconds = integer(value)
+    if seconds == 0:
         raise ValueError("keep-alive cannot be turned off here; use a small value such as 1")
-    return {"timeout_keep_alive": value}
+    return {"timeout_keep_alive": seconds}
 
 
 def _accesslog(value: Any) -> dict[str, Any]:
@@ -150,7 +103,11 @@ def _loglevel(value: Any) -> dict[str, Any]:
 
 
 def _forwarded(value: Any) -> dict[str, Any]:
-    return {"forwarded_allow_ips": ",".join(_strings(value))}
+    return {"forwarded_allow_ips": ",".join(strings(value))}
+
+
+def _errorlog(value: Any) -> dict[str, Any]:
+    return {"log_file": None if value in ("-", None) else str(value)}
 
 
 def worker_class_settings(value: Any) -> dict[str, Any]:
@@ -178,42 +135,92 @@ def worker_class_settings(value: Any) -> dict[str, Any]:
         )
     settings = dict(UVICORN_WORKERS[base])
     for key, item in (getattr(cls, "CONFIG_KWARGS", None) or {}).items():
-        if key in _WORKER_KWARGS and item is not None:
-            settings[_WORKER_KWARGS[key]] = item
+        if key in WORKER_KWARGS and item is not None:
+            ours = WORKER_KWARGS[key]
+            settings[ours] = ",".join(strings(item)) if ours == "forwarded_allow_ips" else item
     return settings
 
 
+def _checked(check: Callable[[Any], Any], value: Any) -> dict[str, Any]:
+    """A setting whose value is only validated: what it asks for is always done here."""
+    check(value)
+    return {}
+
+
+def _count(name: str) -> Callable[[Any], dict[str, Any]]:
+    return lambda value: {name: integer(value)}
+
+
+def _logconfig_dict(value: Any) -> dict[str, Any]:
+    if not value:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError("expected a dictConfig dict")
+    return {"log_config_dict": merge_logconfig(dict(value))}
+
+
+def _pythonpath(value: Any) -> dict[str, Any]:
+    return {"pythonpath": strings(value)} if value else {}
+
+
 CONVERTERS: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "wsgi_app": lambda v: {"app": v},
+    "wsgi_app": lambda v: {"app": str(v)} if v else {},
     "bind": _bind,
-    "workers": lambda v: {"workers": v},
-    "backlog": lambda v: {"backlog": v},
-    "max_requests": lambda v: {"max_requests": v},
-    "max_requests_jitter": lambda v: {"max_requests_jitter": v},
+    "workers": _count("workers"),
+    "backlog": _count("backlog"),
+    "max_requests": _count("max_requests"),
+    "max_requests_jitter": _count("max_requests_jitter"),
     "timeout": _timeout,
-    "graceful_timeout": lambda v: {"timeout_graceful": v},
+    "graceful_timeout": _count("timeout_graceful"),
     "keepalive": _keepalive,
-    "preload_app": lambda v: {"preload": bool(v)},
-    "reload": lambda v: {"reload": bool(v)},
-    "chdir": lambda v: {"app_dir": str(v)},
-    "pidfile": lambda v: {"pid": v},
-    "errorlog": lambda v: {"log_file": None if v == "-" else v},
+    "limit_request_line": _count("limit_request_line"),
+    "limit_request_fields": _count("limit_request_fields"),
+    "limit_request_field_size": _count("limit_request_field_size"),
+    "preload_app": lambda v: {"preload": boolean(v)},
+    "reload": lambda v: {"reload": boolean(v)},
+    "reload_extra_files": lambda v: {"reload_includes": strings(v)} if v else {},
+    "chdir": lambda v: {"chdir": str(v)},
+    "pythonpath": _pythonpath,
+    "pidfile": lambda v: {"pid": str(v)} if v else {},
+    "accesslog": _accesslog,
+    "errorlog": _errorlog,
     "loglevel": _loglevel,
+    "capture_output": lambda v: {"capture_output": boolean(v)},
     "forwarded_allow_ips": _forwarded,
-    "worker_class": worker_class_settings,
     "asgi_loop": lambda v: {"loop": v},
     "asgi_lifespan": lambda v: {"lifespan": v},
     "root_path": lambda v: {"root_path": v},
-    "access_log_format": lambda v: {"access_log_format": str(v)},
-    "logconfig_dict": lambda v: {"log_config_dict": dict(v)} if v else {},
+    "access_log_format": lambda v: {"access_log_format": str(v)} if v else {},
+    "logconfig_dict": _logconfig_dict,
     "logconfig": lambda v: {"log_config": str(v)} if v else {},
+    "logconfig_json": lambda v: {"log_config": str(v)} if v else {},
+    "websocket_max_message_size": _count("ws_max_size"),
+    "proc_name": lambda v: {"proc_name": str(v)} if v else {},
+    "user": lambda v: {"user": str(v)} if v not in (None, "") else {},
+    "group": lambda v: {"group": str(v)} if v not in (None, "") else {},
+    "umask": _count("umask"),
+    # Workers always get the user's groups (the issue asks for them; see system/privileges).
+    "initgroups": lambda v: _checked(boolean, v),
+    "certfile": lambda v: {"ssl_certfile": str(v)} if v else {},
+    "keyfile": lambda v: {"ssl_keyfile": str(v)} if v else {},
+    "ca_certs": lambda v: {"ssl_ca_certs": str(v)} if v else {},
+    "cert_reqs": _count("ssl_cert_reqs"),
+    "ciphers": lambda v: {"ssl_ciphers": str(v)} if v else {},
+    "ssl_version": _count("ssl_version"),
 }
+# Where gunicorn's default is not ours (a file given means gunicorn's meaning).
+GUNICORN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "accesslog": {"access_log": False},
+    "keepalive": {"timeout_keep_alive": 2},
+}
+# gunicorn's SIGHUP forks every new worker, then stops the old ones (not one by one).
+HUP_ALL_AT_ONCE = 1024
 
 
 def parse_env(value: Any) -> dict[str, str]:
     """gunicorn's raw_env / -e: ["KEY=VALUE", ...]."""
     env: dict[str, str] = {}
-    for item in [value] if isinstance(value, str) else _strings(value):
+    for item in [value] if isinstance(value, str) else strings(value):
         key, sep, val = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f'{item!r} is not "KEY=VALUE"')
@@ -222,37 +229,67 @@ def parse_env(value: Any) -> dict[str, str]:
 
 
 def translate(namespace: Mapping[str, Any], path: str = "<config>") -> LoadedConfig:
-    """Turn a config file's module-level names into our settings, hooks and warnings."""
+    """Turn a config file's module-level names into our settings, hooks and notes."""
     loaded = LoadedConfig(path)
     unsupported: list[str] = []
-    notes: list[str] = []
-    for name, value in namespace.items():
-        if name.startswith("_") or isinstance(value, types.ModuleType):
-            continue
+    typos: list[str] = []
+    own: list[str] = []
+    names = [name for name in namespace if not name.startswith("_")]
+    # worker_class last: a subclass's CONFIG_KWARGS win over the file's settings, as in gunicorn.
+    names.sort(key=lambda name: name == "worker_class")
+    for name in names:
+        value = namespace[name]
         try:
-            if name in HOOKS:
-                _add_hook(loaded, name, value)
+            if name in NOT_CALLED and value is not None:
+                unsupported.append(f"{name} (never called: {NOT_CALLED[name]})")
+            elif name in HOOKS:
+                if value is not None:
+                    _add_hook(loaded, name, value)
             elif name in CONVERTERS:
                 loaded.settings.update(CONVERTERS[name](value))
-            elif name == "accesslog":
-                loaded.settings.update(_accesslog(value))
+            elif name == "worker_class":
+                loaded.settings.update(worker_class_settings(value))
             elif name == "raw_env":
-                loaded.env.update(parse_env(value))
-            elif name in IGNORED:
+                loaded.env.update(parse_env(value) if value else {})
+            elif name in QUIET:
                 continue
-            elif name in FIELD_NAMES and (name != "app" or isinstance(value, str)):
-                loaded.settings[name] = value
-            elif name in UNSUPPORTED_HOOKS or not (inspect.isclass(value) or callable(value)):
+            elif name in EXPLAINED:
+                loaded.notes.append(f"{name} has no effect here: {EXPLAINED[name]}")
+            elif name in GUNICORN_SETTINGS:
                 unsupported.append(name)
+            elif name in OWN_SETTINGS and not is_helper(value):
+                hint = GUNICORN_SPELLING.get(name)
+                own.append(f"{name} (gunicorn's name is {hint})" if hint else name)
+            elif not is_helper(value) and (match := near_miss(name, namespace)):
+                typos.append(f"{name} (did you mean {match}?)")
         except ValueError as exc:
             raise ConfigError(f"{path}: {name} = {value!r}: {exc}.") from exc
+    if "ssl_context" in loaded.hooks and not asgi_worker(namespace.get("worker_class")):
+        # gunicorn's UvicornWorker never calls it: uvicorn builds its own context.
+        del loaded.hooks["ssl_context"]
+        loaded.notes.append("ssl_context is not called: UvicornWorker never calls it either")
+    loaded.settings.setdefault("restart_batch", HUP_ALL_AT_ONCE)
+    for name, defaults in GUNICORN_DEFAULTS.items():
+        if name not in namespace:
+            for key, item in defaults.items():
+                loaded.settings.setdefault(key, item)
+    if "accesslog" not in namespace and access_from_logconfig(loaded.settings):
+        loaded.settings["access_log"] = True
     _validate(loaded.settings, path)
-    parts = notes
-    if unsupported:
-        parts.insert(0, "ignoring settings it does not support: " + ", ".join(unsupported))
-    if parts:
-        loaded.warnings.append(f"Config file {path}: " + "; ".join(parts) + ".")
+    for names_found, what in (
+        (unsupported, "ignoring gunicorn settings not supported here"),
+        (own, _OWN_NOTE),
+        (typos, "not gunicorn settings, ignored"),
+    ):
+        if names_found:
+            loaded.warnings.append(f"Config file {path}: {what}: {', '.join(names_found)}.")
     return loaded
+
+
+_OWN_NOTE = (
+    "the supervisor's own settings are not read from a gunicorn config file (gunicorn"
+    " ignores them too); give them as flags or SUPERVISOR_* variables"
+)
 
 
 def _validate(settings: Mapping[str, Any], path: str) -> None:

@@ -41,6 +41,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     app: str = ""
     factory: bool = False
     app_dir: str = "."
+    chdir: str | None = None  # gunicorn's: the working directory of supervisor and workers
+    pythonpath: list[str] = msgspec.field(default_factory=list)
 
     workers: PosInt = 1
     allow_many_workers: bool = False
@@ -72,6 +74,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     slow_request_ms: NonNegFloat | None = None
     metrics_bind: str | None = None
     metrics_path: str | None = None
+    metrics_pid_label: bool = False
     control_socket: str | None = None
 
     reload: bool = False
@@ -86,6 +89,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     log_file: str | None = None
     log_config: str | None = None
     log_config_dict: dict[str, Any] | None = None  # gunicorn's logconfig_dict
+    capture_output: bool = False  # gunicorn's: stdout/stderr into --log-file
     access_log: bool = True
     access_log_file: str | None = None
     access_log_format: str | None = None
@@ -99,6 +103,34 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
     env_file: str | None = None
     server_header: bool = True
     date_header: bool = True
+    proc_name: str | None = None  # process titles: "supervisor: master [NAME]"; [APP]
+    # gunicorn's privilege drop: workers run as user/group; umask for unix sockets.
+    user: str | None = None
+    group: str | None = None
+    umask: NonNegInt | None = None
+    # TLS, uvicorn's names (gunicorn's certfile, keyfile, ca_certs, cert_reqs, ciphers).
+    ssl_keyfile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile_password: str | None = None
+    ssl_version: int = 17  # ssl.PROTOCOL_TLS_SERVER, as uvicorn
+    ssl_cert_reqs: NonNegInt = 0  # ssl.CERT_NONE
+    ssl_ca_certs: str | None = None
+    ssl_ciphers: str = "TLSv1"
+    # uvicorn's, passed to every worker's uvicorn.Config.
+    ws_max_size: PosInt = 16777216
+    ws_max_queue: PosInt = 32
+    ws_ping_interval: NonNegFloat | None = 20.0
+    ws_ping_timeout: NonNegFloat | None = 20.0
+    ws_per_message_deflate: bool = True
+    interface: Literal["auto", "asgi3", "asgi2"] = "auto"
+    headers: list[str] = msgspec.field(default_factory=list)  # "Name: Value"
+    h11_max_incomplete_event_size: PosInt | None = None
+    reset_contextvars: bool = False
+    http2: bool = False
+    # gunicorn's request limits (0 = unlimited): 414 / 431 before the app sees the request.
+    limit_request_line: NonNegInt = 0
+    limit_request_fields: NonNegInt = 0
+    limit_request_field_size: NonNegInt = 0
 
     def __post_init__(self) -> None:
         if self.app and ":" not in self.app:
@@ -109,6 +141,12 @@ class Config(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=Tr
             raise ConfigError("--max-requests-jitter needs --max-requests to be set.")
         if self.max_lifetime_jitter and not self.max_lifetime:
             raise ConfigError("--max-lifetime-jitter needs --max-lifetime to be set.")
+        for header in self.headers:
+            name, sep, _ = header.partition(":")
+            if not sep or not _HEADER_NAME.fullmatch(name.strip()):
+                raise ConfigError(f'--header "{header}": use "Name: Value".')
+        if self.http2 and self.http != "zttp":
+            raise ConfigError("--http2 needs --http zttp (uvicorn serves HTTP/2 with zttp only).")
         if not self.instance_header or not _HEADER_NAME.fullmatch(self.instance_header):
             raise ConfigError(f'--instance-header "{self.instance_header}" is not a header name.')
 
@@ -205,6 +243,12 @@ def _coerce(field: str, value: Any, auto_workers: Callable[[], int]) -> Any:
             return parse_size(value)
         except ValueError as exc:
             raise ConfigError(f"{option_name(field)}: {exc}.") from exc
+    if field == "umask" and isinstance(value, str):
+        text = value.strip()
+        try:  # "0o007" as gunicorn reads it, "007" as umask(1) writes it
+            return int(text, 0) if not text.startswith("0") or text[1:2].isalpha() else int(text, 8)
+        except ValueError as exc:
+            raise ConfigError(f'--umask: "{value}" is not a mask like 0o007.') from exc
     if field == "workers" and isinstance(value, str) and value.strip().lower() == "auto":
         return auto_workers()
     if field in LIST_FIELDS and isinstance(value, str):

@@ -13,24 +13,16 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NoReturn
 
 from supervisor._version import __version__
 from supervisor.config.model import BOOL_FIELDS, ENV_PREFIX, LIST_FIELDS
+from supervisor.config.options_parity import PARITY_OPTIONS, Option
 from supervisor.errors import EXIT_USAGE, ConfigError
 
 CMD_ARGS_ENV = "SUPERVISOR_CMD_ARGS"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class Option(NamedTuple):
-    flags: tuple[str, ...]
-    field: str
-    help: str
-    metavar: str | None = None
-    choices: tuple[str, ...] | None = None
-    negative: str | None = None  # e.g. "--no-access-log" for boolean options
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -97,7 +89,7 @@ OPTIONS: tuple[Option, ...] = (
         "SECONDS",
     ),
     Option(
-        ("--timeout-worker", "--timeout", "-t"),
+        ("--timeout-worker", "--timeout", "-t", "--timeout-worker-healthcheck"),
         "timeout_worker",
         "Kill and replace a worker whose event loop is silent this long. [30]",
         "SECONDS",
@@ -161,6 +153,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         ("--metrics-path",), "metrics_path", "Also serve metrics at PATH on the app port.", "PATH"
+    ),
+    Option(
+        ("--metrics-pid-label",),
+        "metrics_pid_label",
+        "App gauges in multiprocess_mode all/liveall: one series per live worker with a pid"
+        " label, instead of their sum.",
     ),
     Option(
         ("--control-socket",),
@@ -250,6 +248,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         ("--date-header",), "date_header", "Send a Date header. [on]", negative="--no-date-header"
     ),
+    *PARITY_OPTIONS,
 )
 _BY_FIELD = {option.field: option for option in OPTIONS}
 
@@ -282,8 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="A gunicorn-style Python config file.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--check-config",
+        action="store_true",
+        help="Load the configuration and import the app, then exit (0 = fine).",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="Print the effective settings, each with its source, then exit.",
+    )
     for option in OPTIONS:
         kwargs: dict[str, Any] = {"dest": option.field, "help": option.help}
+        if option.valued:
+            parser.add_argument(*option.flags, type=_boolean, metavar=option.metavar, **kwargs)
+            continue
         if option.field in BOOL_FIELDS:
             parser.add_argument(*option.flags, action="store_true", **kwargs)
             if option.negative:
@@ -300,6 +312,13 @@ def build_parser() -> argparse.ArgumentParser:
             kwargs["choices"] = option.choices
         parser.add_argument(*option.flags, metavar=option.metavar, **kwargs)
     return parser
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered not in _TRUE | _FALSE:
+        raise argparse.ArgumentTypeError(f"use true or false, not {text!r}")
+    return lowered in _TRUE
 
 
 def env_settings(environ: Mapping[str, str]) -> dict[str, Any]:

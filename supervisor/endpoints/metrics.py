@@ -3,7 +3,10 @@
 Scraping one worker shows one worker's view; the supervisor sees them all.
 Every number here is summed over live workers (from their last heartbeat)
 plus every worker that has exited (its final heartbeat, kept at reap), so a
-counter never goes backwards when a worker recycles.
+counter never goes backwards when a worker recycles. The app's own
+prometheus_client metrics are pooled beside them (:mod:`supervisor.appmetrics`).
+prometheus_client renders both (text, or OpenMetrics when the scraper asks);
+it is imported at the first scrape, not at start.
 """
 
 from __future__ import annotations
@@ -11,44 +14,59 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from supervisor.endpoints import server as endpoint
 from supervisor.errors import BindError, ConfigError
-from supervisor.pool import PoolSnapshot, Reason, WorkerState
+from supervisor.pool import PoolSnapshot, Reason, WorkerState, WorkerView
 from supervisor.system import memory, sockets
 from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
 
+if TYPE_CHECKING:
+    from supervisor.appmetrics.pooling import Family
+
 logger = logging.getLogger("supervisor")
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HEAD_LIMIT = 8192
 
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+AppFamilies = Callable[[], "list[Family]"]
 
 
 class _Writer:
+    """Collects the supervisor's own families as prometheus_client metrics."""
+
     def __init__(self, instance: str) -> None:
-        self.lines: list[str] = []
-        self.base = f'instance_id="{_escape(instance)}"'
+        from prometheus_client.metrics_core import Metric  # noqa: PLC0415 - lazy: RSS
+
+        self.metric_type = Metric
+        self.metrics: list[Any] = []
+        self.base = {"instance_id": instance}
 
     def family(self, name: str, kind: str, help_text: str) -> None:
-        self.lines.append(f"# HELP {name} {help_text}")
-        self.lines.append(f"# TYPE {name} {kind}")
+        # prometheus_client names a counter family without its _total suffix.
+        family = name.removesuffix("_total") if kind == "counter" else name
+        self.metrics.append(self.metric_type(family, help_text, kind))
 
     def sample(self, name: str, value: float, **labels: str) -> None:
-        extra = "".join(f',{key}="{_escape(val)}"' for key, val in labels.items())
-        number = repr(float(value)) if not float(value).is_integer() else str(int(value))
-        self.lines.append(f"{name}{{{self.base}{extra}}} {number}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        self.metrics[-1].add_sample(name, {**self.base, **labels}, float(value))
 
 
-def render(snapshot: PoolSnapshot) -> str:
-    """The pool's Prometheus text, from a snapshot."""
+def _long_lived(out: _Writer, workers: tuple[WorkerView, ...]) -> None:
+    """Open WebSockets and streams by worker state: during a roll, what the old
+    generation still holds (draining) beside what the new one took (serving)."""
+    for name, what, attribute in (
+        ("supervisor_open_websockets", "Open WebSocket connections", "websockets"),
+        ("supervisor_open_streams", "Open streaming HTTP responses", "streams"),
+    ):
+        out.family(name, "gauge", f"{what}, by worker state.")
+        for state in (WorkerState.SERVING, WorkerState.DRAINING):
+            count = sum(getattr(w, attribute) for w in workers if w.state is state)
+            out.sample(name, count, state=state.value)
+
+
+def _supervisor_families(snapshot: PoolSnapshot) -> list[Any]:
+    """The pool's own families (requests, workers, restarts...), from a snapshot."""
     out = _Writer(snapshot.instance_id)
     workers = snapshot.workers
     stats = snapshot.pooled_stats()
@@ -59,12 +77,18 @@ def render(snapshot: PoolSnapshot) -> str:
     out.sample("supervisor_requests_in_flight", sum(w.in_flight for w in workers))
     out.family("supervisor_connections", "gauge", "Open client connections.")
     out.sample("supervisor_connections", sum(w.connections for w in workers))
+    _long_lived(out, workers)
 
     if "duration_count" in stats:
         _request_families(out, stats)
     if "log_stalls" in stats:
         _log_families(out, stats)
+    _worker_families(out, snapshot)
+    return out.metrics
 
+
+def _worker_families(out: _Writer, snapshot: PoolSnapshot) -> None:
+    workers = snapshot.workers
     out.family("supervisor_workers", "gauge", "Workers by state.")
     for state in WorkerState:
         if state is not WorkerState.STOPPED:
@@ -95,7 +119,6 @@ def render(snapshot: PoolSnapshot) -> str:
     out.sample("supervisor_rss_bytes", _own_rss())
     out.family("supervisor_uptime_seconds", "gauge", "Seconds since the supervisor started.")
     out.sample("supervisor_uptime_seconds", snapshot.uptime_s)
-    return out.text()
 
 
 def _request_families(out: _Writer, stats: dict[str, float]) -> None:
@@ -140,6 +163,46 @@ def _own_rss() -> int:
     return memory.rss(os.getpid()) or 0
 
 
+def _app_metrics(families: Iterable[Family]) -> list[Any]:
+    from prometheus_client.metrics_core import Metric  # noqa: PLC0415 - lazy: RSS
+
+    made = []
+    for family in families:
+        metric = Metric(family.name, family.help, family.typ)
+        for sample in family.samples:
+            metric.add_sample(sample.name, sample.labels, sample.value)
+        made.append(metric)
+    return made
+
+
+class _Collected:
+    """What prometheus_client's encoders call ``registry``: something with collect()."""
+
+    def __init__(self, metrics: list[Any]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> list[Any]:
+        return self.metrics
+
+
+def encode(
+    snapshot: PoolSnapshot, app: AppFamilies | None = None, accept: str = ""
+) -> tuple[bytes, str]:
+    """The body and content type for an ``Accept`` header: text, or OpenMetrics."""
+    from prometheus_client.exposition import choose_encoder  # noqa: PLC0415 - lazy: RSS
+
+    metrics = _supervisor_families(snapshot)
+    if app is not None:
+        metrics += _app_metrics(app())
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_Collected(metrics)), content_type
+
+
+def render(snapshot: PoolSnapshot, app: AppFamilies | None = None) -> str:
+    """The pool's Prometheus text (the supervisor's families and the app's), from a snapshot."""
+    return encode(snapshot, app)[0].decode()
+
+
 # The endpoint ----------------------------------------------------------------
 
 
@@ -166,16 +229,27 @@ def open_metrics_listener(address: str) -> socket.socket:
     return sock
 
 
-async def serve(sock: socket.socket, text: Callable[[], str]) -> None:
+Encode = Callable[[str], tuple[bytes, str]]  # Accept header -> body, content type
+
+
+async def serve(sock: socket.socket, body: Encode) -> None:
     """A minimal HTTP/1.1 responder: GET /metrics (or /), one response per connection."""
 
     async def answer(client: socket.socket) -> None:
-        await _answer(client, text)
+        await _answer(client, body)
 
     await endpoint.serve_each(sock, answer, "Metrics")
 
 
-async def _answer(client: socket.socket, text: Callable[[], str]) -> None:
+def _accept(head: bytes) -> str:
+    for line in head.decode("latin-1").splitlines()[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "accept":
+            return value.strip()
+    return ""
+
+
+async def _answer(client: socket.socket, encode: Encode) -> None:
     head = await endpoint.read_until(client, (b"\r\n\r\n", b"\n\n"), HEAD_LIMIT)
     if not head:
         return
@@ -188,7 +262,8 @@ async def _answer(client: socket.socket, text: Callable[[], str]) -> None:
     elif path not in ("/metrics", "/"):
         status, body, kind = "404 Not Found", b"Not found; metrics are at /metrics\n", "text/plain"
     else:
-        status, body, kind = "200 OK", text().encode(), CONTENT_TYPE
+        body, kind = encode(_accept(head))
+        status = "200 OK"
     response = (
         f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
         f"Connection: close\r\n\r\n"

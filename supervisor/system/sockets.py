@@ -15,9 +15,10 @@ import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from supervisor.errors import BindError, ConfigError
-from supervisor.system import ownership
+from supervisor.system import ownership, privileges
 from supervisor.system.unix import is_live
 
 logger = logging.getLogger(__name__)
@@ -96,6 +97,8 @@ def open_listener(
     reuse_port: bool = True,
     listen: bool = True,
     exclusive: bool = False,
+    owner: Any = None,
+    umask: int | None = None,
 ) -> socket.socket:
     """Create (or adopt) the listening socket for one address.
 
@@ -108,7 +111,7 @@ def open_listener(
     if spec.kind == "fd":
         return _adopt_fd(spec)
     if spec.kind == "unix":
-        return _open_unix(spec, backlog)
+        return _open_unix(spec, backlog, owner, umask)
     return _open_tcp(spec, backlog, reuse_port, listen, exclusive)
 
 
@@ -189,13 +192,13 @@ def _ensure_free(spec: BindSpec, family: int, address: tuple[object, ...]) -> No
         probe.close()
 
 
-def _open_unix(spec: BindSpec, backlog: int) -> socket.socket:
+def _open_unix(spec: BindSpec, backlog: int, owner: Any, umask: int | None) -> socket.socket:
     path = Path(spec.path)
     _remove_stale_unix_socket(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(spec.path)
-        path.chmod(0o666)
+        privileges.hand_over_socket(path, owner, umask)
         ownership.claim(path)
         sock.listen(backlog)
     except OSError as exc:

@@ -18,12 +18,14 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from supervisor import logs
 from supervisor.config import Config
+from supervisor.notice import WithDrainNotice
 from supervisor.system import places
 from supervisor.worker.access import DefaultLine, FormattedLine, JsonLine, LineMaker
 from supervisor.worker.asgi_layer import ObservedApp
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
 from supervisor.worker.guards import trusted_hosts
+from supervisor.worker.limits import with_limits
 from supervisor.worker.observer import Observer
 from supervisor.worker.protocol import protocol_class, uses_fast_path
 
@@ -81,7 +83,9 @@ def _uvicorn_text(c: Any) -> str:
     scope = c.scope
     client = scope.get("client")
     peer = f"{client[0]}:{client[1]}" if client else ""
-    return f'{peer} - "{scope["method"]} {scope["path"]} HTTP/{scope["http_version"]}" {c.status}'
+    query: bytes = scope.get("query_string") or b""
+    target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+    return f'{peer} - "{scope["method"]} {target} HTTP/{scope["http_version"]}" {c.status}'
 
 
 class _NoSink:
@@ -141,15 +145,18 @@ def observe(
     )
     observed = Observed(observer, counters)
     if uses_fast_path(uv_config.http_protocol_class):
-        uv_config.http_protocol_class = protocol_class(observer, raw_app)
+        # The fast path calls raw_app itself (proxy headers are applied in the protocol).
+        uv_config.http_protocol_class = protocol_class(observer, with_limits(raw_app, config))
         app = raw_app
     else:
         uv_config.http_protocol_class = _quiet(uv_config.http_protocol_class)
         observer.trusted = None  # ProxyHeadersMiddleware below covers HTTP too
-        app = ObservedApp(raw_app, observer, observed.in_flight)
+        app = ObservedApp(with_limits(raw_app, config), observer, observed.in_flight)
     if config.proxy_headers:
         app = ProxyHeadersMiddleware(app, trusted_hosts=uv_config.forwarded_allow_ips)
-    uv_config.loaded_app = app
+    # WebSocket and lifespan scopes (and HTTP ones off the fast path) get the drain
+    # notice here; the fast path's HTTP scopes get it from the protocol.
+    uv_config.loaded_app = WithDrainNotice(app, drain.notice)
     return observed
 
 

@@ -10,29 +10,38 @@ with clients that are about to reuse them: that race is where Gunicorn and
 - when it is the last to accept (the whole pool stops), first serves what the
   kernel already queued on the listening sockets, then stops accepting:
   closing the last listener would reset those connections;
+- tells the app at once (the drain notice, :mod:`supervisor.notice`);
 - answers the next request on each keep-alive connection with
   ``Connection: close`` (the HTTP protocol reads :attr:`DrainState.draining`),
   closes connections that stay idle only after a grace window, and lets
-  in-flight requests and streams finish within the graceful timeout.
+  in-flight requests, streams and WebSockets go on for the whole graceful
+  timeout (the drain window), then closes what is left properly
+  (:mod:`supervisor.worker.closing`).
+
+uvicorn's exit flag (``should_exit``) is set only when the window ends:
+libraries that watch it (sse-starlette) would cut their streams at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+import time
 from typing import Any, Protocol
 
 from supervisor.channel import WorkerChannel
+from supervisor.notice import NOTICE, DrainNotice
+from supervisor.system import titles
+from supervisor.worker import closing
 
 logger = logging.getLogger("supervisor.worker")
 
 DRAIN_POLL_SECONDS = 0.05
 BEAT_SECONDS = 1.0
+CLOSE_WAIT_SECONDS = 1.0  # after the window: for closing handshakes and the app's returns
 _TCP_INFO_SIZE = 104
 _UNACKED_AT = 24  # tcp_info.tcpi_unacked (after 8 u8 and 4 u32): a listener's accept queue
 
@@ -48,19 +57,25 @@ class Drainable(Protocol):
     graceful: float
     idle_grace: float
     force_exit: bool
+    should_exit: bool
     drain_clean: bool
 
     def send_heartbeat(self) -> None: ...
 
 
 class DrainState:
-    """Shared by the server and the HTTP protocol: are we draining?"""
+    """Shared by the server and the HTTP protocol: are we draining? ``notice`` is what
+    the app sees (:mod:`supervisor.notice`), set at the same moment."""
 
-    __slots__ = ("draining", "hooks")
+    __slots__ = ("draining", "notice")
 
-    def __init__(self) -> None:
+    def __init__(self, notice: DrainNotice = NOTICE) -> None:
         self.draining = False
-        self.hooks: list[Callable[[], Any]] = []
+        self.notice = notice
+
+    def start(self, graceful: float) -> None:
+        self.draining = True
+        self.notice.set(time.monotonic() + graceful)
 
 
 def queued_connections(listeners: list[socket.socket]) -> int:
@@ -83,7 +98,9 @@ async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
     state = server.server_state
     message = server.channel.pending_drain()
     last = message.last if message is not None else False
+    server.drain.start(server.graceful)  # the app is told now: it may close what it holds
     server.drain.draining = True
+    titles.set_state("draining")
     server.send_heartbeat()  # the supervisor learns now, even from a direct SIGTERM
     logger.info(
         "Worker %d draining: %d connection(s), %d request(s) in flight",
@@ -98,8 +115,11 @@ async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
         listening.close()
     for sock in listeners:
         sock.close()
-    await _run_drain_hooks(server)
     await _finish_open_work(server, deadline)
+    # The window is over: libraries watching uvicorn's exit flag (sse-starlette) stop now.
+    server.should_exit = True
+    if not server.force_exit and state.connections:
+        await _close_at_deadline(server)
     if state.tasks:
         server.drain_clean = False  # requests are cut: the exit code says so
         if not server.force_exit:
@@ -133,7 +153,8 @@ async def _finish_open_work(server: Drainable, deadline: float) -> None:
     state = server.server_state
     idle_close_at = loop.time() + min(server.idle_grace, server.graceful)
     for connection in list(state.connections):
-        if not is_idle(connection):
+        # WebSockets stay open for the window: the app closes them, or the deadline does.
+        if not is_idle(connection) and not closing.is_websocket(connection):
             connection.shutdown()  # finish the current response, then close
     idle_closed = False
     next_beat = loop.time() + BEAT_SECONDS
@@ -152,14 +173,26 @@ async def _finish_open_work(server: Drainable, deadline: float) -> None:
         await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
-async def _run_drain_hooks(server: Drainable) -> None:
-    for hook in server.drain.hooks:
-        try:
-            result = hook()
-            if inspect.isawaitable(result):
-                await asyncio.wait_for(result, timeout=1.0)
-        except Exception:
-            logger.exception("The application's on_drain hook failed")
+async def _close_at_deadline(server: Drainable) -> None:
+    """WebSockets get 1012, streams their last chunk; their tasks get a moment to end."""
+    state = server.server_state
+    sockets, ended, cut = await closing.close_open_connections(state.connections)
+    if cut:
+        server.drain_clean = False  # a body the client sees cut short
+    if sockets or ended or cut:
+        logger.info(
+            "Worker %d: drain window (%.1fs) over; closed %d websocket(s) with 1012,"
+            " ended %d stream(s), cut %d response(s)",
+            os.getpid(),
+            server.graceful,
+            sockets,
+            ended,
+            cut,
+        )
+    loop = asyncio.get_running_loop()
+    until = loop.time() + CLOSE_WAIT_SECONDS
+    while state.tasks and loop.time() < until:
+        await asyncio.sleep(DRAIN_POLL_SECONDS)
 
 
 def is_idle(connection: Any) -> bool:

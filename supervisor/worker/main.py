@@ -23,8 +23,9 @@ from supervisor.channel import BootFailure, WorkerChannel
 from supervisor.config import Config
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
 from supervisor.logs.capture import STDERR_LEVEL, STDOUT_LEVEL, LogStream
-from supervisor.worker import assemble, process
+from supervisor.worker import assemble, process, tls
 from supervisor.worker.drain import DrainState
+from supervisor.worker.hook_calls import WorkerHooks
 from supervisor.worker.loading import AppLoadFailure, load_app
 from supervisor.worker.server import WorkerServer
 
@@ -45,9 +46,13 @@ class WorkerStart:
     max_requests: int = 0  # this worker's jittered limit: it reports reaching it at once
     dump_fd: int = -1  # faulthandler writes a hung worker's stack here
     output_fd: int = -1  # JSON mode: fds 1 and 2 point here
+    metrics_fd: int = -1  # the shared area the app's prometheus_client values live in
+    hooks: Any = None  # the config file's server hooks (supervisor.arbiter.hooks.Hooks)
+    server: Any = None  # the ``server`` and ``worker`` objects the hooks got in pre_fork
+    handle: Any = None
 
     def fds(self) -> set[int]:
-        own = {self.channel.fileno(), self.dump_fd, self.output_fd}
+        own = {self.channel.fileno(), self.dump_fd, self.output_fd, self.metrics_fd}
         return {sock.fileno() for sock in self.listeners} | own | logs.sink_fds()
 
 
@@ -62,6 +67,8 @@ def run_worker(start: WorkerStart) -> None:
         if start.config.max_memory_hard:
             process.limit_memory(start.config.max_memory_hard)
         _setup_output(start)
+        if start.metrics_fd >= 0:
+            _pool_app_metrics(start)
         code = _serve(start, WorkerChannel(start.channel))
     except BaseException:  # the child must never unwind into the supervisor's stack
         logger.exception("Worker %d crashed", os.getpid())
@@ -73,6 +80,18 @@ def run_worker(start: WorkerStart) -> None:
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(code)
+
+
+def _pool_app_metrics(start: WorkerStart) -> None:
+    # Imported only with metrics on; prometheus_client itself only if the app imports it.
+    from supervisor.appmetrics import client, values  # noqa: PLC0415
+    from supervisor.system import places  # noqa: PLC0415
+
+    values.install(start.metrics_fd)
+    c = start.config
+    client.enable(
+        places.control_socket(c.control_socket, c.pid, c.bind, c.uds, start.supervisor_pid)
+    )
 
 
 def _setup_output(start: WorkerStart) -> None:
@@ -91,6 +110,14 @@ def _setup_output(start: WorkerStart) -> None:
 
 
 def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
+    hooks = WorkerHooks(start.hooks, start.server, start.handle)
+    try:
+        return _serve_app(start, channel, hooks)
+    finally:
+        hooks.worker_exit()  # in the worker, on its way out (gunicorn's moment)
+
+
+def _serve_app(start: WorkerStart, channel: WorkerChannel, hooks: WorkerHooks) -> int:
     config = start.config
     try:
         app = start.app if start.app is not None else load_app(config)
@@ -99,12 +126,12 @@ def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
         return EXIT_APP_LOAD_ERROR
     logs.adopt_app_logging()  # the app may have run dictConfig at import (Django does)
 
-    drain = DrainState()
-    hook = getattr(app, "on_drain", None)
-    if callable(hook):
-        drain.hooks.append(hook)
+    drain = DrainState()  # the app hears of a drain through the notice (supervisor.notice)
     uv_config = uvicorn_config(config, app)
     observed = assemble.observe(uv_config, config, drain, start.supervisor_pid)
+    if start.hooks is not None:
+        context = tls.custom_context(config, start.hooks.get("ssl_context"))
+        uv_config.ssl = context or uv_config.ssl
     startup_errors = logs.StartupErrorBuffer("uvicorn.error")
     server = WorkerServer(
         uv_config,
@@ -122,6 +149,8 @@ def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
     observed.observer.fd_ceiling = server.fd_ceiling
     observed.observer.on_fd_pressure = server.stop_accepting
     observed.observer.on_memory_error = lambda: server.ask_recycle("memory-hard")
+    server.on_interrupt = hooks.worker_int
+    hooks.post_worker_init()  # the app is loaded, privileges are dropped: before serving
     try:
         with startup_errors:
             asyncio_run(
@@ -175,11 +204,29 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         timeout_keep_alive=int(config.timeout_keep_alive) or 1,
         timeout_graceful_shutdown=int(config.timeout_graceful) if config.timeout_graceful else None,
         backlog=config.backlog,
-        headers=[(config.instance_header, config.instance_id)] if config.instance_id else None,
+        headers=_headers(config),
+        ws_max_size=config.ws_max_size,
+        ws_max_queue=config.ws_max_queue,
+        ws_ping_interval=config.ws_ping_interval,
+        ws_ping_timeout=config.ws_ping_timeout,
+        ws_per_message_deflate=config.ws_per_message_deflate,
+        interface=config.interface,
+        h11_max_incomplete_event_size=config.h11_max_incomplete_event_size,
+        reset_contextvars=config.reset_contextvars,
+        http2=config.http2,
         server_header=config.server_header,
         date_header=config.date_header,
         factory=False,
+        **tls.uvicorn_kwargs(config),
     )
+
+
+def _headers(config: Config) -> list[tuple[str, str]] | None:
+    """--header "Name: Value" (uvicorn's), and the instance header."""
+    headers = [(n.strip(), v.strip()) for n, _, v in (h.partition(":") for h in config.headers)]
+    if config.instance_id:
+        headers.append((config.instance_header, config.instance_id))
+    return headers or None
 
 
 __all__ = ["AppLoadFailure", "WorkerStart", "load_app", "run_worker", "uvicorn_config"]

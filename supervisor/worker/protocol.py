@@ -40,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
+from supervisor.notice import DRAIN_EXTENSION
 from supervisor.worker.access import client_label
 from supervisor.worker.guards import apply_forwarded
 from supervisor.worker.observer import REQUEST_ID, Observer
@@ -324,6 +325,7 @@ class ObservedHttpTools(HttpToolsProtocol):
         scope["raw_path"] = self.root_path.encode("ascii") + raw_path
         scope["query_string"] = parsed_url.query or b""
         observer = self.observer
+        scope["extensions"] = {DRAIN_EXTENSION: observer.drain.notice}  # type: ignore[dict-item]
         client_text = self.client_text
         x_headers = self.x_headers
         if x_headers:

@@ -19,7 +19,7 @@ import resource
 import signal
 import socket
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from contextlib import contextmanager
 from types import FrameType
 from typing import Any
@@ -28,7 +28,7 @@ import uvicorn
 
 from supervisor import logs
 from supervisor.channel import Heartbeat, Ready, WorkerChannel
-from supervisor.worker import drain, process
+from supervisor.worker import closing, drain, process
 from supervisor.worker.counters import Counters
 from supervisor.worker.drain import DrainState
 from supervisor.worker.observer import Observer, loop_lag_paths
@@ -39,6 +39,8 @@ logger = logging.getLogger("supervisor.worker")
 # seconds), and at once when something the supervisor acts on changes.
 HEARTBEAT_EVERY_TICKS = 10
 ORPHAN_DRAIN_SECONDS = 1.0
+# A SIGINT not followed by the supervisor's drain this soon was sent to this worker alone.
+INTERRUPT_GRACE = 0.5
 DRAIN_POLL_SECONDS = 0.05
 TICK_SECONDS = 0.1  # uvicorn's main loop
 FD_STOP_RATIO = 0.9  # of RLIMIT_NOFILE: headroom for what in-flight requests still open
@@ -74,12 +76,15 @@ class WorkerServer(uvicorn.Server):
         self.loop_lag = (loop_lag_ms or 0) / 1000
         self._last_tick = 0.0
         self.reopen_logs = False
+        self.drain_requested = False  # SIGTERM: leave the main loop and drain
         self.accepting = True
         self.recycle: str | None = None  # asked of the supervisor: "fd-limit", "memory-hard"
         self.fd_ceiling = _fd_ceiling()
         self.boot_started = time.monotonic()
         self.drain_clean = True
         self._awaiting_head_since: dict[Any, float] = {}
+        self.interrupted: float | None = None  # SIGINT to this worker (see _handle_int)
+        self.on_interrupt: Callable[[], None] | None = None  # gunicorn's worker_int
 
     # Signals ---------------------------------------------------------------
 
@@ -90,7 +95,7 @@ class WorkerServer(uvicorn.Server):
         previous = {
             signal.SIGTERM: signal.signal(signal.SIGTERM, self._handle_term),
             signal.SIGQUIT: signal.signal(signal.SIGQUIT, self._handle_quit),
-            signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+            signal.SIGINT: signal.signal(signal.SIGINT, self._handle_int),
             signal.SIGUSR1: signal.signal(signal.SIGUSR1, self._handle_usr1),
         }
         # A stop that came while the app was loading: honoured now, a clean exit.
@@ -105,6 +110,29 @@ class WorkerServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def _handle_term(self, sig: int, frame: FrameType | None) -> None:
+        # A drain is not an exit: libraries that watch uvicorn's should_exit (sse-starlette
+        # finds it through this bound handler) cancel their streams the moment it is set.
+        # It is set when the drain window ends; the app gets the drain notice at once.
+        if self.started:
+            self.drain_requested = True
+        else:
+            self.should_exit = True  # still starting: nothing is open yet
+
+    def _handle_int(self, sig: int, frame: FrameType | None) -> None:
+        # A terminal's Ctrl-C reaches the whole group: the supervisor then drains us
+        # within moments. Only a SIGINT meant for this worker alone (no drain follows)
+        # makes it call worker_int and drain on its own, as gunicorn's workers exit.
+        if not self.should_exit and self.interrupted is None:
+            self.interrupted = time.monotonic()
+
+    def _check_interrupt(self) -> None:
+        if self.interrupted is None or self.should_exit:
+            return
+        if time.monotonic() - self.interrupted < INTERRUPT_GRACE:
+            return
+        logger.info("Worker %d received SIGINT: draining", os.getpid())
+        if self.on_interrupt is not None:
+            self.on_interrupt()
         self.should_exit = True
 
     def _handle_usr1(self, sig: int, frame: FrameType | None) -> None:
@@ -128,14 +156,15 @@ class WorkerServer(uvicorn.Server):
             self.channel.send(Ready(boot_ms=boot_ms))
 
     async def on_tick(self, counter: int) -> bool:
-        should_exit = await super().on_tick(counter)
+        should_exit = await super().on_tick(counter) or self.drain_requested
         if self.loop_lag:
             self._check_loop_lag(time.perf_counter())  # the clock request times use
+        self._check_interrupt()
         if self.reopen_logs:
             self.reopen_logs = False
             logs.reopen()
             logger.info("Worker %d reopened its log files", os.getpid())
-        if os.getppid() != self.supervisor_pid and not self.should_exit:
+        if os.getppid() != self.supervisor_pid and not should_exit:
             logger.warning(
                 "Supervisor %d is gone; worker %d exits", self.supervisor_pid, os.getpid()
             )
@@ -235,6 +264,7 @@ class WorkerServer(uvicorn.Server):
 
     def send_heartbeat(self) -> None:
         state = self.server_state
+        websockets, streams = closing.long_lived(state.connections)
         stats = self.counters.stats() if self.counters is not None else None
         stalls = logs.stall_stats()
         if stalls:
@@ -247,6 +277,9 @@ class WorkerServer(uvicorn.Server):
                 draining=self.drain.draining,
                 recycle=self.recycle,
                 stats=stats,
+                websockets=websockets,
+                streams=streams,
+                websocket_sessions=getattr(self.config.loaded_app, "websockets", 0),
             )
         )
 

@@ -23,10 +23,10 @@ class StartupFailed(Exception):
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app: App) -> AsyncIterator[App]:
+async def lifespan(app: App, scope: dict[str, Any] | None = None) -> AsyncIterator[App]:
     to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    task = asyncio.create_task(app({"type": "lifespan"}, to_app.get, from_app.put))
+    task = asyncio.create_task(app(scope or {"type": "lifespan"}, to_app.get, from_app.put))
     await to_app.put({"type": "lifespan.startup"})
     message = await asyncio.wait_for(from_app.get(), 10)
     if message["type"] == "lifespan.startup.failed":

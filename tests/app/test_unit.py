@@ -33,6 +33,7 @@ from app.queue import MemoryQueue, Place, TaskMessage
 from app.ratelimit import MemoryRateLimiter, decide
 from app.settings import Settings, describe, load, parse_rate_limit
 from app.sse import format_event
+from supervisor.notice import DrainNotice
 from tests.app.asgi import StartupFailed, lifespan, never, serve
 
 pytestmark = pytest.mark.anyio
@@ -485,6 +486,23 @@ class Call:
             while fragment not in self.text:
                 self.more.clear()
                 await self.more.wait()
+
+
+async def test_the_drain_notice_in_the_lifespan_scope_ends_streams_with_reconnect() -> None:
+    """Under the supervisor the app listens to the notice its lifespan scope carries
+    (no attribute lookup on the app, so it works behind any middleware)."""
+    notice = DrainNotice()
+    app = App(settings(llm_fake_tokens=1000, llm_fake_token_latency=0.01))
+    scope = {"type": "lifespan", "extensions": {"supervisor.drain": notice}}
+    async with lifespan(app, scope):
+        call = Call(app, "POST", "/agent/stream", b'{"prompt": "long"}')
+        await call.wait_for_text('"token"')
+        await asyncio.sleep(0.05)
+        assert not call.task.done()  # the notice is not set: the stream goes on
+        notice.set()
+        await asyncio.wait_for(call.task, 5)
+        assert call.text.rstrip().split("\n\n")[-1].startswith("event: reconnect\n")
+        assert app.service is not None and app.service.draining
 
 
 async def test_stream_ends_with_reconnect_on_drain_and_ready_turns_503() -> None:

@@ -241,6 +241,7 @@ def test_log_config_rules_in_the_supervisor_and_every_worker(
     assert "[INFO]" not in text, "our own handler stepped aside"
 
 
+@pytest.mark.slow
 def test_no_access_line_is_lost_when_the_log_reader_stops(tmp_path: Path) -> None:
     """The reader of stderr stops reading under load: the workers hold requests back (and
     say so, in a line and a metric) instead of dropping lines or growing without bound;

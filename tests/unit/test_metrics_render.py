@@ -23,6 +23,8 @@ def view(pid: int, state: WorkerState, requests: int, **stats: float) -> WorkerV
         retiring=Reason.MAX_REQUESTS if pid == 11 else None,
         leaving=Reason.RELOAD if state is WorkerState.DRAINING else None,
         stats=dict(stats),
+        websockets=pid - 10,  # 1, 2 serving; 3 draining
+        streams=1 if state is WorkerState.DRAINING else 0,
     )
 
 
@@ -112,3 +114,14 @@ def test_status_is_built_from_the_same_snapshot() -> None:
     assert status.totals.requests == 155 and status.totals.workers == 2
     assert [w.retiring for w in status.workers] == ["max-requests", None, None]
     assert status.stopping is None and status.version == "9.9"
+
+
+def test_open_websockets_and_streams_by_worker_state() -> None:
+    got = samples()
+    assert got[("supervisor_open_websockets", (("state", "serving"),))] == 3
+    assert got[("supervisor_open_websockets", (("state", "draining"),))] == 3
+    assert got[("supervisor_open_streams", (("state", "serving"),))] == 0
+    assert got[("supervisor_open_streams", (("state", "draining"),))] == 1
+    status = status_of(SNAPSHOT)
+    assert (status.totals.websockets, status.totals.streams) == (6, 1)
+    assert [w.websockets for w in status.workers] == [1, 2, 3]
