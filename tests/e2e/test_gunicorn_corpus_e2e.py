@@ -220,7 +220,7 @@ CASES: list[Any] = [
     case(
         "example_config_hooks",
         actions=("usr2",),
-        fails="SIGUSR2 starts a new supervisor without pre_exec (gunicorn runs it in a fork"
+        fails="SIGUSR2 execs a new supervisor without pre_exec (gunicorn runs it in a fork"
         " of the master before re-executing); " + never_called("pre_exec", "worker_abort"),
     ),
     case(
