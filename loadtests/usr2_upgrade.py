@@ -95,6 +95,9 @@ def gunicorn(old: int, pid_file: Path, workers: int) -> int:
     wait(lambda: not (workers_of(old) & before), 60, "the old master's workers to stop")
     os.kill(old, signal.SIGQUIT)
     wait(lambda: gone(old), 60, "the old master to exit")
+    # Until it has noticed its parent is gone, the new master ignores USR2 ("Parent
+    # exists"); it says so by taking the pid file's name back.
+    wait(lambda: read_pid(pid_file) == new, 30, "the new master's promotion")
     return new
 
 
