@@ -16,7 +16,7 @@ from typing import NoReturn
 from supervisor.errors import AppLoadError, ConfigError
 from supervisor.system import early_signals
 
-CLIENT_COMMANDS = frozenset({"status", "scale", "reload", "stop"})
+CLIENT_COMMANDS = frozenset({"status", "scale", "reload", "stop", "top"})
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:

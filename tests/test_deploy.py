@@ -1087,3 +1087,37 @@ def test_deploying_doc_names_real_settings() -> None:
         if name.removeprefix(ENV_PREFIX).lower() not in FIELD_NAMES
     )
     assert named and not unknown, f"not supervisor options (see --help): {unknown}"
+
+
+def test_unit_upgrades_in_place_under_socket_activation(activated: Activated) -> None:
+    """The unit's USR2 (`systemctl kill --kill-whom=main -s SIGUSR2`): the new supervisor
+    serves on systemd's socket, systemd hears MAINPID= from the old one, and the pid
+    file and the control socket name the new one."""
+    process, env, port, notify = activated
+    url = f"http://127.0.0.1:{port}"
+    assert httpx.get(url + "/health", timeout=30).status_code == 200, process.log()
+    old = process.pid
+    notify.wait_for(lambda m: "READY=1" in m, 20, "READY=1")
+    os.kill(old, signal.SIGUSR2)
+    handed = notify.wait_for(lambda m: any(f.startswith("MAINPID=") for f in m.fields), 60)
+    new = int(handed.tags["MAINPID"])
+    assert handed.pid == old and new != old and "READY=1" in handed
+    wait_for(lambda: process.proc.poll() is not None, 40, f"the old one exits\n{process.log()}")
+    assert process.proc.returncode == 0, process.log()
+    assert Path(env["SUPERVISOR_PID"]).read_text().strip() == str(new)
+    control = env["SUPERVISOR_CONTROL_SOCKET"]
+    status = subprocess.run(
+        [sys.executable, "-m", "supervisor", "status", "--control-socket", control],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=REPO,
+    )
+    assert status.returncode == 0 and f"supervisor {new}" in status.stdout, status
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+    log = process.log()
+    assert re.findall(r"Listening at (\S+)", log) == [url, url], log  # the same socket
+    os.kill(new, signal.SIGTERM)
+    notify.wait_for(lambda m: "STOPPING=1" in m and m.pid == new, 10, "STOPPING=1")
+    wait_for(lambda: not psutil.pid_exists(new) or psutil.Process(new).status() == "zombie", 40)
+    assert not Path(env["SUPERVISOR_PID"]).exists()

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -251,3 +252,17 @@ def test_bad_app_as_pid1_exits_4(start_pid1) -> None:
     supervisor = start_pid1("tests.apps.broken:app", "--workers", "2")
     assert supervisor.wait_exit(30) == EXIT_APP_LOAD_ERROR, supervisor.log()
     assert "boom at import" in supervisor.log()
+
+
+def test_usr2_as_pid1_is_refused_in_one_line_and_serving_goes_on(start_pid1) -> None:
+    supervisor = start_pid1("tests.apps.pid1:app", "--workers", "2")
+    supervisor.wait_serving()
+    supervisor.signal(signal.SIGUSR2)
+    refused = "Received SIGUSR2: not upgrading: the supervisor is PID 1"
+    wait_for(lambda: refused in supervisor.log(), 10, message=supervisor.log())
+    time.sleep(0.5)
+    assert supervisor.proc.poll() is None and supervisor.get("/").status_code == 200
+    assert "Traceback" not in supervisor.log()
+    assert [line for line in supervisor.log().splitlines() if "SIGUSR2" in line] == [
+        line for line in supervisor.log().splitlines() if refused in line
+    ]

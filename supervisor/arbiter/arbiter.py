@@ -15,7 +15,7 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -31,6 +31,7 @@ from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
 from supervisor.arbiter.canary import Rollouts
+from supervisor.arbiter.extensions import Extensions
 from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.lifecycle import Pool, WorkerRecord
@@ -56,6 +57,7 @@ class Runtime:
     tasks: TaskGroup | None = None
     done: anyio.Event | None = None
     last_tick: float = 0.0
+    extensions: Extensions = field(default_factory=Extensions)  # SIGUSR2, sd_notify
 
 
 class Arbiter:
@@ -283,7 +285,7 @@ class Arbiter:
         for pid, status in reap_children():
             worker = self.pool.workers.pop(pid, None)
             if worker is None:
-                logger.debug("Reaped process %d (not a worker): %s", pid, describe_status(status))
+                self.loop.extensions.reaped(pid, status)  # an upgrade's successor, a stranger
                 continue
             self.on_exit(worker, status)
 

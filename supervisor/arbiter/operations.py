@@ -5,6 +5,7 @@ SIGQUIT, `stop --fast`         fast shutdown
 SIGHUP, `reload`               rolling restart (and the on_hup callback: env, config)
 SIGTTIN / SIGTTOU, `scale N`   one worker more / less, or exactly N
 SIGUSR1                        reopen log files, here and in every worker
+SIGUSR2                        upgrade the supervisor itself (see upgrade.py)
 SIGCHLD                        reap the workers that exited
 """
 
@@ -21,6 +22,8 @@ from supervisor.system import capacity, watch
 
 logger = logging.getLogger("supervisor")
 
+RELOAD_ABORTED = -1
+
 
 def on_signal(arbiter: Arbiter, sig: int) -> None:
     handlers: dict[int, Callable[[], object]] = {
@@ -32,6 +35,7 @@ def on_signal(arbiter: Arbiter, sig: int) -> None:
         signal.SIGTTIN: lambda: scale_by(arbiter, +1),
         signal.SIGTTOU: lambda: scale_by(arbiter, -1),
         signal.SIGUSR1: lambda: reopen_logs(arbiter),
+        signal.SIGUSR2: lambda: upgrade(arbiter),
     }
     handler = handlers.get(sig)
     if handler is not None:
@@ -47,6 +51,7 @@ def stop(arbiter: Arbiter, *, fast: bool, cause: str) -> str:
     )
     logger.info("%s: %s", cause, how)
     arbiter.stop(fast=fast)
+    arbiter.loop.extensions.stopped()  # at once: a quick drain can end before a tick
     return how
 
 
@@ -57,6 +62,7 @@ def interrupt(arbiter: Arbiter) -> None:
     else:
         logger.info("Received SIGINT: draining workers (press Ctrl-C again to force)")
         arbiter.stop(fast=False)
+    arbiter.loop.extensions.stopped()
 
 
 def reload(arbiter: Arbiter, *, cause: str) -> int | None:
@@ -64,8 +70,8 @@ def reload(arbiter: Arbiter, *, cause: str) -> int | None:
     if arbiter.stop_state is not None:
         return None
     previous = dict(os.environ), arbiter.pool.generation  # what a rollback goes back to
-    if arbiter.on_hup is not None:
-        arbiter.on_hup(arbiter.server)
+    if arbiter.on_hup is not None and arbiter.on_hup(arbiter.server) is False:
+        return RELOAD_ABORTED  # the configuration no longer loads: logged, nothing changed
     live = arbiter.roll()
     arbiter.rollouts.begin(*previous)
     logger.info(
@@ -107,6 +113,13 @@ def scale_by(arbiter: Arbiter, step: int) -> None:
         logger.warning("Received %s: staying at %d workers: %s", name, arbiter.pool.target, refused)
         return
     logger.info("Received %s: scaling to %d workers", name, arbiter.pool.target)
+
+
+def upgrade(arbiter: Arbiter) -> None:
+    if arbiter.loop.extensions.upgrade is None:
+        logger.warning("Received SIGUSR2: not upgrading: no upgrade is set up here")
+        return
+    arbiter.loop.extensions.upgrade()
 
 
 def reopen_logs(arbiter: Arbiter) -> None:

@@ -17,7 +17,7 @@ import anyio
 
 from supervisor import logs
 from supervisor._version import __version__
-from supervisor.arbiter import operations, signals
+from supervisor.arbiter import handover, operations, signals, upgrade
 from supervisor.arbiter.arbiter import Arbiter
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.config import Config, format_size, replace
@@ -194,6 +194,9 @@ class Started:
     metrics_listener: socket.socket | None = None
     pid_file: pidfile.PidFile | None = None
     preloaded: Any | None = None
+    successor: upgrade.Successor | None = None  # started by SIGUSR2 of another supervisor
+    handed_over: bool = False  # we upgraded: the listeners' files are the successor's now
+    default_instance: bool = True
 
     def sockets(self) -> list[socket.socket]:
         return [*self.listeners, *([self.metrics_listener] if self.metrics_listener else [])]
@@ -208,6 +211,7 @@ def run_config(
     text_instance = bool(config.instance_id)
     config = prepare(config)
     try:
+        handoff = upgrade.take_handoff(os.environ)  # we were started by a SIGUSR2
         workdir.enter(config)
         _install_logging(config, text_instance=text_instance)
     except ConfigError as exc:
@@ -217,64 +221,67 @@ def run_config(
         logger.warning("%s", warning)
     for note in invocation.notes if invocation else ():
         logger.info("%s", note)
-    started = Started(EnvFile(config.env_file))
+    started = Started(EnvFile(config.env_file), default_instance=not text_instance)
+    started.successor = handover.successor_for(handoff, config)
     try:
         _start(config, started, app)
     except BaseException as exc:  # whatever ends the start: leave nothing behind
         for sock in started.sockets():
             sock.close()
-        _cleanup(config, started.pid_file)
+        _cleanup(config, started)
         if not isinstance(exc, SupervisorError):
             raise
         logger.error("%s", exc)
         return exc.exit_code
     _log_start(config, started.listeners, started.metrics_listener)
+    if handoff is not None:
+        logger.info("Upgrade: taking over from supervisor %d", handoff.old_pid)
     titles.set_title("master", config)
     try:
-        code = _serve(config, started, invocation)
+        code = _serve(config, started, invocation, app)
     finally:
-        _cleanup(config, started.pid_file)
+        _cleanup(config, started)
     logger.info("Supervisor %d stopped (exit code %d)", os.getpid(), code)
     return code
 
 
 def _start(config: Config, started: Started, app: Any | None) -> None:
     check_workers(config)
+    successor = started.successor
     tls.check(config)  # an unusable certificate: one line, before any socket or fork
     http_choice.check(config)
     identity = privileges.resolve(config.user, config.group)  # an unknown user: one line
     # Before any socket: a second supervisor on the same --pid says so, not "port in use".
-    started.pid_file = pidfile.acquire(config.pid) if config.pid else None
-    control.check_chosen_place(config)
+    # A USR2 successor takes the pid file over once it serves (upgrade.Successor).
+    started.pid_file = pidfile.acquire(config.pid) if config.pid and not successor else None
+    if successor is None:  # else the old supervisor listens there until we serve
+        control.check_chosen_place(config)
     started.env_file.load()
     app_dir = str(Path(config.app_dir).resolve())
     if app_dir not in sys.path:
         sys.path.insert(0, app_dir)
-    started.listeners = open_listeners(config, identity)
-    if config.metrics_bind:
+    if successor is not None:
+        started.listeners = successor.listeners()
+        for path in places.listener_paths(config.bind, config.uds):
+            ownership.claim(path)  # ours to remove at exit from now on
+        started.metrics_listener = successor.metrics_listener()
+    else:
+        started.listeners = open_listeners(config, identity)
+    if config.metrics_bind and started.metrics_listener is None:
         started.metrics_listener = metrics.open_metrics_listener(config.metrics_bind)
     started.preloaded = app if app is not None else preload_app(config) if config.preload else None
     if started.preloaded is not None:
         logs.adopt_app_logging()  # its import may have run dictConfig
 
 
-def _serve(config: Config, started: Started, invocation: Invocation | None) -> int:
+def _serve(config: Config, started: Started, invocation: Invocation | None, app: Any | None) -> int:
     hooks = Hooks(invocation.hooks if invocation else None)
     server = ServerHandle(config)
     hooks.call("nworkers_changed", server, config.workers, None)  # gunicorn's first hook
     hooks.call("on_starting", server)
     gunicorn_file = bool(invocation and invocation.config_file)
 
-    def on_hup(server: ServerHandle) -> None:
-        try:
-            started.env_file.load()
-        except ConfigError as exc:
-            logger.error("Reload: %s Keeping the previous environment.", exc)
-        if gunicorn_file:  # gunicorn's SIGHUP goes back to the config's worker count
-            old, arbiter.pool.target = arbiter.pool.target, config.workers
-            hooks.call("nworkers_changed", server, config.workers, old)
-        hooks.call("on_reload", server)
-
+    on_hup = handover.HupHandler(started, hooks, invocation is not None, gunicorn_file)
     arbiter = Arbiter(
         config,
         started.listeners,
@@ -283,8 +290,13 @@ def _serve(config: Config, started: Started, invocation: Invocation | None) -> i
         server=server,
         on_hup=on_hup,
     )
+    on_hup.arbiter = arbiter
+    link = handover.link_systemd(arbiter, started.successor)
+    handover.set_up_upgrades(
+        config, arbiter, started, link, cli=invocation is not None and app is None
+    )
     arbiter.start()
-    return anyio.run(arbiter.run, *_sources(config, arbiter, started.metrics_listener))
+    return anyio.run(arbiter.run, *_sources(config, arbiter, started))
 
 
 class _Commands:
@@ -316,11 +328,12 @@ class _Commands:
 
 
 def _sources(
-    config: Config, arbiter: Arbiter, metrics_listener: socket.socket | None
+    config: Config, arbiter: Arbiter, started: Started
 ) -> list[Callable[[], Awaitable[None]]]:
     """The event sources beside the tick: signals, --reload, the two endpoints."""
     sources: list[Callable[[], Awaitable[None]]] = [
-        functools.partial(signals.watch, functools.partial(operations.on_signal, arbiter))
+        functools.partial(signals.watch, functools.partial(operations.on_signal, arbiter)),
+        functools.partial(handover.ticker, arbiter),  # sd_notify, USR2
     ]
     if config.reload:
 
@@ -328,7 +341,11 @@ def _sources(
             operations.source_changed(arbiter, paths)
 
         sources.append(functools.partial(reload.watch, config, on_change))
-    control_sock = control.open_control_socket(control.socket_path(config, os.getpid()))
+    metrics_listener = started.metrics_listener
+    place = control.socket_path(config, os.getpid())
+    if started.successor is not None:
+        place = started.successor.control_place()
+    control_sock = control.open_control_socket(place)
     if control_sock is not None:
         sources.append(functools.partial(control.serve, control_sock, _Commands(arbiter)))
     if metrics_listener is not None:
@@ -340,14 +357,16 @@ def _sources(
     return sources
 
 
-def _cleanup(config: Config, pid_file: pidfile.PidFile | None) -> None:
+def _cleanup(config: Config, started: Started) -> None:
     """Remove our files, each only if it is still ours (another server may own it now)."""
-    own = [
-        *places.listener_paths(config.bind, config.uds),
-        control.socket_path(config, os.getpid()),
-    ]
+    own: list[str | Path] = [control.socket_path(config, os.getpid())]
+    if not started.handed_over:  # else the successor serves on the same socket files
+        own += places.listener_paths(config.bind, config.uds)
+    if started.successor is not None:
+        own += started.successor.leftovers()
     for path in [str(item) for item in own]:
         ownership.release(path)
+    pid_file = started.pid_file
     if pid_file is not None:
         pid_file.release()
 

@@ -24,6 +24,7 @@ HANDLED_SIGNALS = (
     signal.SIGTTOU,
     signal.SIGCHLD,
     signal.SIGUSR1,
+    signal.SIGUSR2,
 )
 _remembered: list[int] = []
 

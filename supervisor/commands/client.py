@@ -143,10 +143,30 @@ def _run(args: argparse.Namespace, request: Request) -> int:
 def status_main(argv: Sequence[str]) -> int:
     parser = _parser("status", "Show the workers of a running supervisor.")
     parser.add_argument("--json", action="store_true", help="Print the status as JSON.")
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="A live view, refreshed every second (q or Ctrl-C quits; plain lines when"
+        " not a terminal).",
+    )
+    parser.add_argument(
+        "-n", "--iterations", type=int, metavar="N", help="With --watch: stop after N refreshes."
+    )
+    parser.add_argument(
+        "--interval", type=float, default=1.0, metavar="SECONDS", help="With --watch: refresh."
+    )
     args = parser.parse_args(argv)
+
+    def fetch() -> Status:
+        target = find_socket(args.control_socket, args.pid)  # again: it moves on USR2
+        return msgspec.convert(send(target, Request(command="status")), Status)
+
     try:
-        target = find_socket(args.control_socket, args.pid)
-        status = msgspec.convert(send(target, Request(command="status")), Status)
+        if args.watch:
+            from supervisor.commands.watch import watch  # noqa: PLC0415
+
+            return watch(fetch, interval=max(args.interval, 0.1), count=args.iterations)
+        status = fetch()
     except (ControlError, msgspec.ValidationError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -187,4 +207,5 @@ COMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "scale": scale_main,
     "reload": reload_main,
     "stop": stop_main,
+    "top": lambda argv: status_main(["--watch", *argv]),  # pm2's and htop's word for it
 }

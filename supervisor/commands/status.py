@@ -17,7 +17,9 @@ def _age(seconds: float) -> str:
 
 def render(status: Status) -> str:
     lines = [
-        f"supervisor {status.pid}  app {status.app}  instance {status.instance_id}  "
+        f"supervisor {status.pid}"
+        + (f"  version {status.version}" if status.version else "")
+        + f"  app {status.app}  instance {status.instance_id}  "
         f"up {_age(status.uptime_s)}  workers {status.totals.workers}/{status.target_workers}"
         f"  generation {status.generation}"
         + (f"  STOPPING ({status.stopping})" if status.stopping else ""),

@@ -194,8 +194,14 @@ def _carry_out(commands: Commands, request: Request) -> msgspec.Struct:
     if command == "scale":
         return _scale(commands, request)
     if command == "reload":
-        if commands.reload() is None:
+        replaced = commands.reload()
+        if replaced is None:
             return ErrorReply(error="the supervisor is stopping")
+        if replaced < 0:
+            return ErrorReply(
+                error="reload aborted: the configuration no longer loads (the supervisor's"
+                " log says why); nothing changed"
+            )
         after = commands.snapshot()
         rolling = sum(w.retiring is Reason.RELOAD for w in after.workers)
         return Done(

@@ -184,3 +184,24 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def take_over(path_text: str) -> PidFile:
+    """Write our pid to ``path_text`` whoever holds it: a USR2 successor replacing the
+    supervisor that started it (which still runs, and leaves the file alone at exit
+    since it no longer names it)."""
+    path = Path(path_text)
+    pid = os.getpid()
+    temp = path.with_name(f".{path.name}.{pid}.tmp")
+    fd = _create_exclusive(temp, path)
+    try:
+        os.write(fd, f"{pid}\n".encode())
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _replace(temp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        raise
+    return PidFile(path, fd, pid)

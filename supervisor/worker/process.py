@@ -20,6 +20,7 @@ import socket
 from collections.abc import Iterable
 
 from supervisor.errors import EXIT_OK
+from supervisor.system import sdnotify
 
 PR_SET_PDEATHSIG = 1
 # A drain (SIGTERM) or fast stop (SIGQUIT) that came while the app was still loading:
@@ -64,6 +65,8 @@ def reset(supervisor_pid: int, keep: set[int]) -> None:
     for sig in SUPERVISOR_ONLY_SIGNALS:
         signal.signal(sig, _not_for_workers)
     signal.pthread_sigmask(signal.SIG_SETMASK, set())
+    # Only the supervisor talks to systemd (NotifyAccess=main; see sdnotify).
+    sdnotify.scrub_environ(os.environ)
     _die_with_parent(supervisor_pid)
     _close_inherited_fds(keep)
     _occupy_standard_fds()

@@ -23,6 +23,7 @@ import pytest
 
 from tests.conftest import StartSupervisor
 from tests.supervisor_process import SupervisorProcess, free_port, wait_for
+from tests.test_upgrade_e2e import serving_children, successors
 
 FAULTY = "tests.apps.faulty:app"
 
@@ -295,7 +296,7 @@ def test_boot_failures_after_serving_are_retried_with_backoff(
     [
         (signal.SIGTTIN, 3),
         (signal.SIGTTOU, 1),
-        pytest.param(signal.SIGUSR2, 2, marks=pytest.mark.xfail(reason="USR2: issue 20")),
+        (signal.SIGUSR2, 2),
     ],
 )
 def test_supervisor_signals_sent_to_the_group_leave_workers_serving(
@@ -310,7 +311,12 @@ def test_supervisor_signals_sent_to_the_group_leave_workers_serving(
     for pid in before:
         with contextlib.suppress(psutil.NoSuchProcess):
             assert psutil.Process(pid).status() != psutil.STATUS_STOPPED, sig.name
-    assert len(sup.wait_serving(serving)) == serving  # the supervisor did what it means
+    if sig == signal.SIGUSR2:  # an upgrade: a new supervisor serves, the old one drains
+        new = wait_for(lambda: successors(sup), 30, message=sup.log())[0]
+        workers = wait_for(lambda: serving_children(new), 10, message=sup.log())
+        assert len(workers) == serving and not workers & before
+    else:
+        assert len(sup.wait_serving(serving)) == serving  # the supervisor did what it means
     assert get(sup, "/").status_code == 200
 
 

@@ -220,9 +220,8 @@ CASES: list[Any] = [
     case(
         "example_config_hooks",
         actions=("usr2",),
-        fails="SIGUSR2 kills the supervisor (gunicorn re-executes: pre_exec in a fork of the"
-        " master, then a new master with its own workers); "
-        + never_called("pre_exec", "worker_abort"),
+        fails="SIGUSR2 execs a new supervisor without pre_exec (gunicorn runs it in a fork"
+        " of the master before re-executing); " + never_called("pre_exec", "worker_abort"),
     ),
     case(
         "worker_exit_cleanup",

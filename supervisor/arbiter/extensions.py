@@ -1,0 +1,35 @@
+"""What hooks in beside the pool: SIGUSR2 upgrades and sd_notify (see handover.py).
+
+The arbiter only calls these at three points: a stop begins, a child that is
+not a worker is reaped, SIGUSR2 arrives. Everything periodic runs in its own
+task on the same loop (handover.ticker).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from supervisor.system.exits import describe_status
+
+logger = logging.getLogger("supervisor")
+
+
+@dataclass
+class Extensions:
+    on_tick: list[Callable[[float, bool], None]] = field(default_factory=list)  # now, stalled
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+    # A child that is not a worker exited (pid, status): True when one of these knew it.
+    child_exited: list[Callable[[int, int], bool]] = field(default_factory=list)
+    upgrade: Callable[[], None] | None = None  # SIGUSR2
+
+    def reaped(self, pid: int, status: int) -> None:
+        """A child that is not a worker exited (an upgrade's successor, or a stranger)."""
+        if not any(seen(pid, status) for seen in self.child_exited):
+            logger.debug("Reaped process %d (not a worker): %s", pid, describe_status(status))
+
+    def stopped(self) -> None:
+        """A stop began (called again on later ticks: each hook acts once)."""
+        for hook in self.on_stop:
+            hook()
