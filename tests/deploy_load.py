@@ -7,12 +7,13 @@ time, so a test can tell which build answered, and which failures came when.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import httpx
+
+from tests.load import ClientThreads
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Answer:
 
 
 @dataclass
-class DeployLoad:
+class DeployLoad(ClientThreads):
     """``with DeployLoad(url) as load: ...``; then ``load.answers``."""
 
     url: str
@@ -36,21 +37,7 @@ class DeployLoad:
     answers: list[Answer] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-
-    def __enter__(self) -> DeployLoad:
-        for _ in range(self.connections):
-            thread = threading.Thread(target=self._run, daemon=True)
-            thread.start()
-            self._threads.append(thread)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(15)
+        self._init_threads()
 
     def since(self, start: float) -> list[Answer]:
         with self._lock:

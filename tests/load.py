@@ -11,31 +11,30 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Self
 
 import httpx
 
 
-@dataclass
-class LoadResult:
-    ok: int = 0
-    failed: int = 0
-    errors: Counter[str] = field(default_factory=Counter)
-    pids: Counter[str] = field(default_factory=Counter)
+class ClientThreads:
+    """Runs ``_run`` in ``connections`` threads from ``with`` to its end (bounded join).
 
+    Subclasses set ``connections`` and call ``_init_threads()`` before use."""
 
-class KeepAliveLoad:
-    """``with KeepAliveLoad(url, connections=8) as load: ...``; then ``load.result``."""
+    connections: int
+    _stop: threading.Event
+    _lock: threading.Lock
+    _threads: list[threading.Thread]
 
-    def __init__(self, url: str, connections: int = 8, max_seconds: float = 60.0) -> None:
-        self.url = url
-        self.connections = connections
-        self.max_seconds = max_seconds
-        self.result = LoadResult()
+    def _init_threads(self) -> None:
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads = []
 
-    def __enter__(self) -> KeepAliveLoad:
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         for _ in range(self.connections):
             thread = threading.Thread(target=self._run, daemon=True)
             thread.start()
@@ -46,6 +45,25 @@ class KeepAliveLoad:
         self._stop.set()
         for thread in self._threads:
             thread.join(15)
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    failed: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    pids: Counter[str] = field(default_factory=Counter)
+
+
+class KeepAliveLoad(ClientThreads):
+    """``with KeepAliveLoad(url, connections=8) as load: ...``; then ``load.result``."""
+
+    def __init__(self, url: str, connections: int = 8, max_seconds: float = 60.0) -> None:
+        self.url = url
+        self.connections = connections
+        self.max_seconds = max_seconds
+        self.result = LoadResult()
+        self._init_threads()
 
     def wait_requests(self, count: int, timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout

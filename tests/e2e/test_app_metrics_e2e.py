@@ -242,7 +242,9 @@ def test_300_recycles_leave_no_growth(start_supervisor: StartSupervisor) -> None
     assert {key for key in samples if key[0].startswith("app_")} == {
         key for key in first if key[0].startswith("app_")
     }  # no series per dead worker
-    assert supervisor.num_fds() <= fds + 2  # a draining worker's pipes may still be open
+    # A worker still draining holds its pipes and its metrics area for a moment: once
+    # the pool has settled, the supervisor is back to what it held after 50 recycles.
+    wait_for(lambda: supervisor.num_fds() <= fds + 2, 10, message="fds back to the baseline")
     assert supervisor.memory_info().rss - rss < 2 << 20
 
 
