@@ -17,11 +17,17 @@ _PROC = Path("/proc/self").is_dir()
 def rss(pid: int) -> int | None:
     """Resident bytes of ``pid``; None once it is gone."""
     if _PROC:
+        # os.open/os.read: three syscalls, where a buffered open() makes nine.
         try:
-            with open(f"/proc/{pid}/statm", "rb") as statm:
-                return int(statm.read().split()[1]) * _PAGE
+            fd = os.open(f"/proc/{pid}/statm", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            return int(os.read(fd, 256).split()[1]) * _PAGE
         except (OSError, IndexError, ValueError):
             return None
+        finally:
+            os.close(fd)
     import psutil  # noqa: PLC0415 - only where there is no /proc
 
     try:
