@@ -16,15 +16,13 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup
 
 from supervisor import logs
 from supervisor._version import __version__
-from supervisor.appmetrics.harvest import Harvest
-from supervisor.appmetrics.pooling import Family
 from supervisor.arbiter import actions as act_
 from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
@@ -42,6 +40,10 @@ from supervisor.config import Config
 from supervisor.pool import PoolSnapshot, Reason, StopMode, WorkerState
 from supervisor.system import titles
 from supervisor.system.exits import describe_status, exit_code, reap_children
+
+if TYPE_CHECKING:
+    from supervisor.appmetrics.harvest import Harvest
+    from supervisor.appmetrics.pooling import Family
 
 logger = logging.getLogger("supervisor")
 
@@ -94,11 +96,7 @@ class Arbiter:
             server=self.server,
             app=self.boots.app,
             # The app's prometheus_client metrics, when the supervisor serves metrics at all.
-            harvest=(
-                Harvest(pid_label=config.metrics_pid_label)
-                if config.metrics_bind or config.metrics_path
-                else None
-            ),
+            harvest=_harvest(config),
         )
         self.loop = Runtime()
 
@@ -358,6 +356,15 @@ class Arbiter:
         """What the metrics endpoint calls for the app's pooled families, if it serves them."""
         harvest = self.spawner.harvest
         return harvest.families if harvest is not None else None
+
+
+def _harvest(config: Config) -> Harvest | None:
+    """Where the app's prometheus_client values are gathered, when metrics are served."""
+    if not (config.metrics_bind or config.metrics_path):
+        return None
+    from supervisor.appmetrics.harvest import Harvest  # noqa: PLC0415 - only with metrics
+
+    return Harvest(pid_label=config.metrics_pid_label)
 
 
 def snapshot_of(arbiter: Arbiter) -> PoolSnapshot:

@@ -18,9 +18,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from supervisor.appmetrics.harvest import Harvest
 from supervisor.arbiter import policy
 from supervisor.arbiter.hooks import Hooks, ServerHandle, WorkerHandle
 from supervisor.arbiter.lifecycle import WorkerRecord
@@ -28,6 +27,9 @@ from supervisor.channel import make_pair
 from supervisor.config import Config
 from supervisor.logs import capture
 from supervisor.system import privileges, sockets, titles
+
+if TYPE_CHECKING:
+    from supervisor.appmetrics.harvest import Harvest
 
 logger = logging.getLogger("supervisor")
 
