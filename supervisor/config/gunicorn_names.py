@@ -100,7 +100,6 @@ HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Hooks with no moment here yet: named in the warning (never silently dropped).
 NOT_CALLED: dict[str, str] = {
     "worker_abort": "SIGABRT is the supervisor's stack dump of a hung worker",
-    "pre_exec": "on SIGUSR2 the new supervisor is exec'd at once: no Python runs in between",
 }
 # gunicorn settings that do not apply to async workers: one info line each, no warning.
 EXPLAINED: dict[str, str] = {

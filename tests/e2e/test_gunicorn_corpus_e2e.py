@@ -215,13 +215,12 @@ CASES: list[Any] = [
         },
         fails="SIGINT to one worker: ours drains it and starts the replacement first (pre_fork"
         " before child_exit; gunicorn: the worker dies, child_exit, then pre_fork); "
-        + never_called("pre_exec", "worker_abort"),
+        + never_called("worker_abort"),
     ),
     case(
         "example_config_hooks",
         actions=("usr2",),
-        fails="SIGUSR2 execs a new supervisor without pre_exec (gunicorn runs it in a fork"
-        " of the master before re-executing); " + never_called("pre_exec", "worker_abort"),
+        fails=never_called("worker_abort"),
     ),
     case(
         "worker_exit_cleanup",
