@@ -86,6 +86,7 @@ class Arbiter:
         self.server._snapshot = self.snapshot
         self.probe = RssProbe()
         self.hand = Hand(config.timeout_graceful)
+        self.hand.has_abort_hook = lambda: self.hooks.get("worker_abort") is not None
         self.stop_state: policy.StopState | None = None
         self.on_hup = on_hup
         self.spawner = Spawner(

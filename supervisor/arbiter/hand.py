@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -20,6 +21,8 @@ logger = logging.getLogger("supervisor")
 
 DRAIN_MARGIN = 5.0  # after --timeout-graceful, for lifespan shutdown before SIGKILL
 HUNG_KILL_DELAY = 0.2  # time for faulthandler to write the stack before SIGKILL
+# With a worker_abort hook: time for it too (gunicorn's SIGKILL comes a loop turn, ~1s, later).
+ABORT_HOOK_DELAY = 1.0
 
 
 class Hand:
@@ -28,6 +31,7 @@ class Hand:
     def __init__(self, graceful: float) -> None:
         self.graceful = graceful
         self.tasks: TaskGroup | None = None  # for the SIGKILL that follows a SIGABRT
+        self.has_abort_hook: Callable[[], bool] = lambda: False
 
     def drain(self, worker: WorkerRecord, reason: Reason, last: bool = False) -> None:
         """SIGTERM, after a Drain message saying whether anyone accepts after it."""
@@ -67,7 +71,7 @@ class Hand:
             self.signal(worker, signal.SIGKILL)
 
     async def _kill_later(self, worker: WorkerRecord) -> None:
-        await anyio.sleep(HUNG_KILL_DELAY)
+        await anyio.sleep(ABORT_HOOK_DELAY if self.has_abort_hook() else HUNG_KILL_DELAY)
         if worker.state is not WorkerState.STOPPED:
             self.signal(worker, signal.SIGKILL)
 

@@ -13,6 +13,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import anyio
@@ -126,6 +127,7 @@ def set_up_upgrades(
         handed_over=handed_over,
         began=lambda: link.upgrade_started(arbiter.pool),
         gave_up=lambda reason: link.upgrade_failed(arbiter.pool, reason),
+        pre_exec=lambda: pre_exec_call(arbiter.hooks, arbiter.server),
     )
     successor = started.successor
     if successor is not None:
@@ -143,6 +145,22 @@ def set_up_upgrades(
     arbiter.loop.extensions.child_exited.append(upgrader.on_exit)
     arbiter.loop.extensions.on_stop.append(upgrader.abandon)
     arbiter.loop.extensions.upgrade = upgrader.request
+
+
+def pre_exec_call(hooks: Hooks, server: ServerHandle) -> Callable[[], None] | None:
+    """The config's pre_exec hook as Popen's preexec_fn, or None (a plain spawn) without one."""
+    if hooks.get("pre_exec") is None:
+        return None
+
+    def in_fork() -> None:
+        # The fork holds a copy of the supervisor's queued log lines: dropped here (the
+        # supervisor writes them), so only the hook's own lines are written, before exec.
+        for sink in logs.sinks():
+            sink.after_fork()
+        hooks.call("pre_exec", server)
+        logs.flush_all()
+
+    return in_fork
 
 
 class HupHandler:

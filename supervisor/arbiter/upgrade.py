@@ -162,8 +162,10 @@ class Upgrader:
         handed_over: Callable[[int], None],
         began: Callable[[], None] = lambda: None,
         gave_up: Callable[[str], None] = lambda reason: None,
+        pre_exec: Callable[[], Callable[[], None] | None] = lambda: None,
     ) -> None:
         self.began, self.gave_up = began, gave_up
+        self.pre_exec = pre_exec  # what runs in the fork before exec, for this upgrade
         self.command = command
         self.environ = environ
         self.listeners = listeners
@@ -195,13 +197,21 @@ class Upgrader:
         env = {**self.environ(), ENV: handoff.encode()}
         passed = (*fds, *([metrics] if metrics is not None else []), write)
         try:
-            proc = subprocess.Popen(self.command, env=env, pass_fds=passed, close_fds=True)
-        except OSError as exc:
+            # gunicorn's pre_exec moment: in the fork that becomes the new supervisor,
+            # right before exec (Popen runs it there; the supervisor has no threads).
+            proc = subprocess.Popen(
+                self.command,
+                env=env,
+                pass_fds=passed,
+                close_fds=True,
+                preexec_fn=self.pre_exec(),  # noqa: PLW1509 - no threads here
+            )
+        except (OSError, subprocess.SubprocessError) as exc:  # the latter: pre_exec raised
             os.close(read)
             logger.error(
                 "Received SIGUSR2: cannot start %s (%s); still serving",
                 self.command[0],
-                exc.strerror or exc,
+                getattr(exc, "strerror", None) or exc,
             )
             return
         finally:

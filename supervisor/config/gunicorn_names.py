@@ -98,10 +98,7 @@ HOOKS: dict[str, tuple[str, tuple[str, ...]]] = {
     "ssl_context": ("ssl_context", ("config", "default_ssl_context_factory")),
 }
 # Hooks with no moment here yet: named in the warning (never silently dropped).
-NOT_CALLED: dict[str, str] = {
-    "worker_abort": "SIGABRT is the supervisor's stack dump of a hung worker",
-    "pre_exec": "on SIGUSR2 the new supervisor is exec'd at once: no Python runs in between",
-}
+NOT_CALLED: dict[str, str] = {}  # every hook has one now (worker_abort, pre_exec: issue 17)
 # gunicorn settings that do not apply to async workers: one info line each, no warning.
 EXPLAINED: dict[str, str] = {
     "threads": "no threads in async workers: each worker serves many requests on its event loop",

@@ -251,7 +251,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(("--root-path",), "root_path", "ASGI root_path for apps behind a path prefix.", "PATH"),
     Option(("--loop",), "loop", "Event loop: auto, asyncio, uvloop or module:factory. [auto]"),
-    Option(("--http",), "http", "HTTP implementation: auto, h11 or httptools. [auto]"),
+    Option(
+        ("--http",),
+        "http",
+        "HTTP implementation: auto, h11, httptools or zttp (HTTP/2 with --http2). [auto]",
+    ),
     Option(("--ws",), "ws", "WebSocket implementation: auto, none, websockets, wsproto. [auto]"),
     Option(
         ("--lifespan",),

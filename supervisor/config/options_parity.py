@@ -117,7 +117,7 @@ PARITY_OPTIONS: tuple[Option, ...] = (
         "reset_contextvars",
         "Run each request in a fresh contextvars.Context.",
     ),
-    Option(("--http2",), "http2", "HTTP/2 (needs --http zttp and the zttp package)."),
+    Option(("--http2",), "http2", "HTTP/2 beside HTTP/1.1: h2 by ALPN, h2c (needs --http zttp)."),
     Option(
         ("--limit-request-line",),
         "limit_request_line",

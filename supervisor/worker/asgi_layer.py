@@ -68,7 +68,8 @@ class ObservedApp:
                     exchange.response_headers = headers
                 if exchange.request_id is not None:
                     headers.append((REQUEST_ID, exchange.request_id))
-                if observer.drain.draining:
+                # HTTP/2 has no Connection header (RFC 9113 8.2.2): GOAWAY does that.
+                if observer.drain.draining and scope["http_version"] != "2":
                     headers = [(k, v) for k, v in headers if k.lower() != b"connection"]
                     headers.append((b"connection", b"close"))
                 message = {**message, "headers": headers}

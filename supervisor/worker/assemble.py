@@ -164,6 +164,8 @@ def observe(
 
 def _quiet(protocol: type[Any]) -> type[Any]:
     """Another HTTP protocol class whose uvicorn access logging is off for good."""
+    if protocol.__name__ == "AutoZttpProtocol":  # --http2: it hands each connection on
+        return _quiet_dispatcher(protocol)
     original_init = protocol.__init__
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -171,3 +173,27 @@ def _quiet(protocol: type[Any]) -> type[Any]:
         self.access_log = False
 
     return type(protocol.__name__, (protocol,), {"__init__": __init__})
+
+
+def _quiet_dispatcher(dispatcher: type[Any]) -> type[Any]:
+    """uvicorn's --http2 dispatcher, handing connections to quiet HTTP/1.1 and HTTP/2
+    protocols (it would hand them to its own, which log access lines beside ours)."""
+    from uvicorn.protocols.http.zttp_h2_impl import ZttpH2Protocol  # noqa: PLC0415
+    from uvicorn.protocols.http.zttp_impl import ZttpProtocol  # noqa: PLC0415
+
+    h2, h1 = _quiet(ZttpH2Protocol), _quiet(ZttpProtocol)
+
+    def _switch(self: Any, http2: bool, initial_data: bytes = b"") -> None:
+        # As uvicorn's AutoZttpProtocol._switch, with our classes.
+        protocol = (h2 if http2 else h1)(
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.app_state,
+            _loop=self.loop,
+        )
+        self.transport.set_protocol(protocol)
+        protocol.connection_made(self.transport)
+        if initial_data:
+            protocol.data_received(initial_data)
+
+    return type(dispatcher.__name__, (dispatcher,), {"_switch": _switch})

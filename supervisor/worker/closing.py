@@ -35,22 +35,34 @@ SEND_CLOSE_SECONDS = 0.5  # a client that reads nothing cannot hold the close up
 LAST_CHUNK = b"0\r\n\r\n"
 
 
+def is_http2(connection: Any) -> bool:
+    """uvicorn's HTTP/2 protocol (zttp): many request cycles (``cycles``, by stream)."""
+    return hasattr(connection, "cycles")
+
+
 def is_websocket(connection: Any) -> bool:
-    """uvicorn's HTTP protocols all have a request cycle; its WebSocket ones do not."""
-    return not hasattr(connection, "cycle")
+    """uvicorn's HTTP/1 protocols all have a request cycle; its WebSocket ones do not."""
+    return not hasattr(connection, "cycle") and not is_http2(connection)
 
 
 def is_open_stream(connection: Any) -> bool:
-    """An HTTP response that started and has not ended."""
+    """An HTTP/1 response that started and has not ended."""
     cycle = getattr(connection, "cycle", None)
     return cycle is not None and cycle.response_started and not cycle.response_complete
+
+
+def open_h2_streams(connection: Any) -> int:
+    """HTTP/2 responses on ``connection`` that started and have not ended."""
+    return sum(c.response_started and not c.response_complete for c in connection.cycles.values())
 
 
 def long_lived(connections: Any) -> tuple[int, int]:
     """(open WebSockets, open streams): once a second, for the heartbeat."""
     websockets = streams = 0
     for connection in connections:
-        if is_websocket(connection):
+        if is_http2(connection):
+            streams += open_h2_streams(connection)
+        elif is_websocket(connection):
             websockets += 1
         elif is_open_stream(connection):
             streams += 1
@@ -62,9 +74,34 @@ async def close_open_connections(connections: Any) -> tuple[int, int, int]:
     sockets = [c for c in list(connections) if is_websocket(c)]
     streams = [c for c in list(connections) if is_open_stream(c)]
     cut = sum(not end_stream(c) for c in streams)
+    ended = len(streams) - cut
+    # HTTP/2 streams still open are cut by the close; GOAWAY comes first.
+    for connection in [c for c in list(connections) if is_http2(c)]:
+        cut += open_h2_streams(connection)
+        goaway_and_close(connection)
     if sockets:
         await asyncio.gather(*(close_websocket(c) for c in sockets))
-    return len(sockets), len(streams) - cut, cut
+    return len(sockets), ended, cut
+
+
+def goaway(connection: Any) -> None:
+    """GOAWAY (NO_ERROR, the last stream it took): the client knows which streams were
+    served. Not sent early in a drain: h2-based clients (httpx) fail their streams in
+    flight on a GOAWAY instead of finishing them."""
+    transport = connection.transport
+    if transport is None or transport.is_closing():
+        return
+    connection.conn.close()
+    data = connection.conn.data_to_send()
+    if data:
+        transport.write(data)
+
+
+def goaway_and_close(connection: Any) -> None:
+    """The end of the drain window: GOAWAY, then close what is still open."""
+    goaway(connection)
+    if connection.transport is not None:
+        connection.transport.close()
 
 
 async def close_websocket(connection: Any) -> None:
@@ -86,12 +123,28 @@ def _h11_end(cycle: Any, transport: Any) -> bool:
     conn = getattr(cycle, "conn", None)
     if conn is None or transport.is_closing():
         return False
+    if type(conn).__module__.startswith("zttp"):
+        return _zttp_end(conn, transport)
     import h11  # noqa: PLC0415 - only with --http h11
 
     try:
         data = conn.send(h11.EndOfMessage())
     except h11.LocalProtocolError:
         return False
+    if data:
+        transport.write(data)
+    return True
+
+
+def _zttp_end(conn: Any, transport: Any) -> bool:
+    """zttp's HTTP/1.1 (--http zttp): its end of message is the last chunk, as h11's."""
+    import zttp  # noqa: PLC0415 - only with --http zttp
+
+    try:
+        conn.end_message()
+    except zttp.ProtocolError:
+        return False
+    data = conn.data_to_send()
     if data:
         transport.write(data)
     return True

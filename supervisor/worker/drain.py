@@ -154,7 +154,11 @@ async def _finish_open_work(server: Drainable, deadline: float) -> None:
     idle_close_at = loop.time() + min(server.idle_grace, server.graceful)
     for connection in list(state.connections):
         # WebSockets stay open for the window: the app closes them, or the deadline does.
-        if not is_idle(connection) and not closing.is_websocket(connection):
+        # HTTP/2 ones too until idle: uvicorn's shutdown() would answer their next streams
+        # 503, and a GOAWAY now makes h2-based clients (httpx) fail the streams in flight.
+        if closing.is_http2(connection) or closing.is_websocket(connection):
+            continue
+        if not is_idle(connection):
             connection.shutdown()  # finish the current response, then close
     idle_closed = False
     next_beat = loop.time() + BEAT_SECONDS
@@ -167,6 +171,10 @@ async def _finish_open_work(server: Drainable, deadline: float) -> None:
             for connection in list(state.connections):
                 if is_idle(connection):
                     connection.shutdown()
+        if idle_closed:
+            for connection in list(state.connections):
+                if closing.is_http2(connection) and not connection.cycles:
+                    connection.shutdown()  # idle now: GOAWAY (NO_ERROR), then the close
         if now >= next_beat:
             next_beat = now + BEAT_SECONDS
             server.send_heartbeat()  # a drain that hangs is caught like a hung worker
@@ -196,7 +204,7 @@ async def _close_at_deadline(server: Drainable) -> None:
 
 
 def is_idle(connection: Any) -> bool:
-    """An HTTP connection between requests (websockets and others are never idle)."""
+    """An HTTP/1 connection between requests (websockets, HTTP/2 and others never are)."""
     if not hasattr(connection, "cycle"):
         return False
     cycle = connection.cycle

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import faulthandler
 import logging
 import os
 import socket
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import uvicorn
 from uvicorn._compat import asyncio_run
@@ -23,7 +22,7 @@ from supervisor.channel import BootFailure, WorkerChannel
 from supervisor.config import Config
 from supervisor.errors import EXIT_APP_LOAD_ERROR, EXIT_ERROR, EXIT_OK, EXIT_WORKER_BOOT_ERROR
 from supervisor.logs.capture import STDERR_LEVEL, STDOUT_LEVEL, LogStream
-from supervisor.worker import assemble, process, tls
+from supervisor.worker import abort, assemble, process, tls
 from supervisor.worker.drain import DrainState
 from supervisor.worker.hook_calls import WorkerHooks
 from supervisor.worker.loading import AppLoadFailure, load_app
@@ -59,6 +58,7 @@ class WorkerStart:
 def run_worker(start: WorkerStart) -> None:
     """The child's whole life. Never returns."""
     code = EXIT_ERROR
+    hooks = WorkerHooks(start.hooks, start.server, start.handle)
     try:
         process.reset(start.supervisor_pid, keep=start.fds() - {-1})
         process.keep_from_children(
@@ -66,20 +66,32 @@ def run_worker(start: WorkerStart) -> None:
         )
         if start.config.max_memory_hard:
             process.limit_memory(start.config.max_memory_hard)
-        _setup_output(start)
+        _setup_output(start, hooks)
         if start.metrics_fd >= 0:
             _pool_app_metrics(start)
-        code = _serve(start, WorkerChannel(start.channel))
+        code = _serve(start, WorkerChannel(start.channel), hooks)
     except BaseException:  # the child must never unwind into the supervisor's stack
         logger.exception("Worker %d crashed", os.getpid())
     finally:
-        logging.shutdown()
-        with contextlib.suppress(Exception):  # a closed stream must not block the exit
-            logs.flush_all()
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+        _exit_process(code)
+
+
+def _exit_process(code: int) -> NoReturn:
+    logging.shutdown()
+    with contextlib.suppress(Exception):  # a closed stream must not block the exit
+        logs.flush_all()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _aborted(hooks: WorkerHooks) -> NoReturn:
+    """SIGABRT reached Python (see worker.abort): gunicorn's worker_abort, then
+    worker_exit, then exit 1. Not by unwinding: a hung loop's cleanup could hang too."""
+    hooks.worker_abort()
+    hooks.worker_exit()
+    _exit_process(EXIT_ERROR)
 
 
 def _pool_app_metrics(start: WorkerStart) -> None:
@@ -94,7 +106,7 @@ def _pool_app_metrics(start: WorkerStart) -> None:
     )
 
 
-def _setup_output(start: WorkerStart) -> None:
+def _setup_output(start: WorkerStart, hooks: WorkerHooks) -> None:
     logs.after_fork()
     if start.output_fd >= 0:
         process.capture_output(start.output_fd)
@@ -103,14 +115,11 @@ def _setup_output(start: WorkerStart) -> None:
     logging.captureWarnings(True)
     # A hung worker gets SIGABRT first: faulthandler writes every thread's stack to a
     # pipe the supervisor reads when the worker is gone, then it is killed.
-    if start.dump_fd >= 0:
-        faulthandler.enable(file=start.dump_fd, all_threads=True)
-    else:
-        faulthandler.enable(all_threads=True)
+    on_abort = (lambda: _aborted(hooks)) if hooks.has("worker_abort") else None
+    abort.install(start.dump_fd, on_abort)
 
 
-def _serve(start: WorkerStart, channel: WorkerChannel) -> int:
-    hooks = WorkerHooks(start.hooks, start.server, start.handle)
+def _serve(start: WorkerStart, channel: WorkerChannel, hooks: WorkerHooks) -> int:
     try:
         return _serve_app(start, channel, hooks)
     finally:

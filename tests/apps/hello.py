@@ -32,6 +32,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await asyncio.sleep(seconds)
     elif path == "/block":
         time.sleep(seconds)  # blocks the event loop on purpose
+    elif path == "/spin":  # blocks it in Python bytecode: a signal handler still runs
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            pass
+    elif path == "/cspin":  # blocks it inside one C call that never checks for signals
+        sum(range(int(query.get("n", ["10000000000"])[0])))
     elif path == "/leak":
         LEAK.append(b"x" * int(query.get("bytes", ["1048576"])[0]))
     elif path == "/crash":

@@ -12,6 +12,7 @@ connections meanwhile go to the new workers.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import re
 import signal
@@ -260,8 +261,17 @@ def test_sse_starlette_streams_end_early_with_the_documented_recipe(
     assert ended - hup < WINDOW, "ended by the app on the notice, not by the deadline"
 
 
+ZTTP = pytest.mark.skipif(importlib.util.find_spec("zttp") is None, reason="zttp not installed")
+
+
 @pytest.mark.parametrize(
-    ("path", "http"), [("/stream", "httptools"), ("/sse", "httptools"), ("/stream", "h11")]
+    ("path", "http"),
+    [
+        ("/stream", "httptools"),
+        ("/sse", "httptools"),
+        ("/stream", "h11"),
+        pytest.param("/stream", "zttp", marks=ZTTP),
+    ],
 )
 def test_a_stream_longer_than_the_window_ends_with_a_complete_body(
     start_supervisor: StartSupervisor, path: str, http: str

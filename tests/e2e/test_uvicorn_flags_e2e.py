@@ -6,8 +6,10 @@ Each flag is accepted with uvicorn's meaning, or refused in one line with the re
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +74,22 @@ def test_http_zttp_without_the_package_is_one_line() -> None:
     assert result.returncode == 2, result.stderr
     assert "the zttp package is not installed here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_http_zttp_that_does_not_import_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "zttp.py").write_text("raise ImportError('no Zig core for this platform')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "supervisor", APP, "--port", "0", "--http", "zttp", "--http2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path}:{REPO}"},
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--http zttp: the zttp package does not import here" in lines[0]
+    assert "no Zig core for this platform" in lines[0]
 
 
 def test_fd_becomes_a_bind_of_that_descriptor() -> None:
