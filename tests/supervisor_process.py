@@ -25,6 +25,20 @@ _SERVING = re.compile(r"Worker (\d+) serving")
 _GONE = re.compile(r"Worker (\d+) (?:stopped|died|failed to boot|exited on its own)")
 
 
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    """``python -m supervisor ARGS`` to its end, from the repo, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "supervisor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+    )
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

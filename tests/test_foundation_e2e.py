@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import REPO, free_port, wait_for
+from tests.supervisor_process import REPO, free_port, run_cli, wait_for
 
 
 def test_n_distinct_workers_answer(start_supervisor: StartSupervisor) -> None:
@@ -141,13 +141,7 @@ def test_second_sigint_forces_exit(start_supervisor: StartSupervisor, tmp_path: 
 
 
 def _run_cli(*args: str, timeout: float = 10) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-    )
+    return run_cli(*args, timeout=timeout)
 
 
 @pytest.mark.parametrize(

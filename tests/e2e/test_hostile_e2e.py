@@ -22,8 +22,6 @@ import re
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,24 +31,11 @@ import httpx
 import pytest
 
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
+from tests.supervisor_process import SupervisorProcess, free_port, run_cli, wait_for
 
 APP = "tests.apps.hello:app"
 NOBODY = pwd.getpwnam("nobody").pw_uid
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="hands files to another user (chown)")
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 20
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "supervisor", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=REPO,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def hostile_dir(path: Path) -> Path:

@@ -12,7 +12,6 @@ import pwd
 import signal
 import stat
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ import psutil
 import pytest
 
 from tests.e2e.gunicorn_setup import python_for
-from tests.supervisor_process import REPO, free_port, wait_for
+from tests.supervisor_process import REPO, free_port, run_cli, wait_for
 
 APP = "tests.apps.hello:app"
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="drops privileges: needs root")
@@ -114,13 +113,7 @@ def test_a_unix_socket_is_made_under_the_umask_for_the_user(workdir: Path) -> No
     ],
 )
 def test_an_unknown_user_or_group_is_one_line_and_exit_2(args: list[str], said: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", APP, "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
+    result = run_cli(APP, "--port", "0", *args, timeout=30)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and said in lines[0], result.stderr

@@ -9,15 +9,13 @@ from __future__ import annotations
 import signal
 import socket
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import REPO, wait_for
+from tests.supervisor_process import run_cli, wait_for
 
 trustme = pytest.importorskip("trustme")
 APP = "tests.apps.hello:app"
@@ -104,13 +102,7 @@ def test_an_unusable_certificate_is_one_line_and_exit_2(tmp_path: Path, problem:
         other = ca.issue_cert("127.0.0.1")
         other.private_key_pem.write_to_path(str(tmp_path / "other.key"))
         args = ["--ssl-certfile", certfile, "--ssl-keyfile", str(tmp_path / "other.key")]
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", APP, "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
+    result = run_cli(APP, "--port", "0", *args, timeout=30)
     assert result.returncode == 2, result.stderr
     errors = [line for line in result.stderr.splitlines() if "ERROR" in line or "error:" in line]
     assert len(errors) == 1 and ("TLS" in errors[0] or "ssl" in errors[0]), result.stderr

@@ -15,7 +15,7 @@ import pytest
 
 from supervisor.config import cmdargs
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import REPO
+from tests.supervisor_process import REPO, run_cli
 
 APP = "tests.apps.hello:app"
 
@@ -49,13 +49,7 @@ def test_uvicorn_flags_are_accepted_with_uvicorns_meaning(
     ],
 )
 def test_flags_without_a_meaning_here_are_refused_in_one_line(args: list[str], said: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", APP, "--port", "0", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-    )
+    result = run_cli(APP, "--port", "0", *args, timeout=30)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and said in lines[0], result.stderr
