@@ -59,15 +59,22 @@ def _failures(load: DeployLoad, since: float = 0.0) -> list[tuple[int, str]]:
     return [(a.status, a.body) for a in load.since(since) if a.status != 200]
 
 
+def _ready_gated(
+    start_supervisor: StartSupervisor, env_file: Path, timeout_boot: str
+) -> SupervisorProcess:
+    """Build v1 and serve it with 2 workers gated on GET /ready."""
+    _build(env_file, "v1")
+    return start_supervisor(
+        APP, "-w", "2", "--no-access-log", "--env-file", str(env_file), "--ready-path", "/ready",
+        "--timeout-boot", timeout_boot,
+    )  # fmt: skip
+
+
 def test_ready_path_gates_the_roll_and_a_never_ready_build_gets_no_traffic(
     start_supervisor: StartSupervisor, tmp_path: Path
 ) -> None:
     env_file = tmp_path / "build.env"
-    _build(env_file, "v1")
-    sup = start_supervisor(
-        APP, "-w", "2", "--no-access-log", "--env-file", str(env_file), "--ready-path", "/ready",
-        "--timeout-boot", "3",
-    )  # fmt: skip
+    sup = _ready_gated(start_supervisor, env_file, timeout_boot="3")
     old = sup.wait_serving(2)
     with DeployLoad(sup.url + "/") as load:
         load.wait_count(50)
@@ -87,11 +94,7 @@ def test_ready_path_holds_a_worker_until_its_app_is_ready(
     start_supervisor: StartSupervisor, tmp_path: Path
 ) -> None:
     env_file = tmp_path / "build.env"
-    _build(env_file, "v1")
-    sup = start_supervisor(
-        APP, "-w", "2", "--no-access-log", "--env-file", str(env_file), "--ready-path", "/ready",
-        "--timeout-boot", "10",
-    )  # fmt: skip
+    sup = _ready_gated(start_supervisor, env_file, timeout_boot="10")
     old = sup.wait_serving(2)
     with DeployLoad(sup.url + "/") as load:
         load.wait_count(50)
