@@ -25,6 +25,13 @@ stalled supervisor never stalls a worker's logging. What that takes:
 - A descriptor that fails (disk full, closed pipe) is reported once on the
   next working line and its lines dropped while it fails; writing resumes by
   itself.
+- Every line once, whoever writes it. Apps log from threads of their own
+  (Django's sync_to_async, Litestar's queue listener) into the sink the
+  event loop writes access lines to, and a signal handler can log between
+  a write() and the backlog catching up with it. The backlog is only touched
+  under a lock; ``queued`` only by the thread that owns the sink (other
+  threads add to the backlog directly); a flush re-entered from a handler
+  leaves its line queued for the flush it interrupted.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ import os
 import select
 import socket
 import stat
+import threading
 import time
 from collections.abc import Callable
 
@@ -73,6 +81,9 @@ class LineSink:
         self.stalled_seconds = 0.0
         self.dropped = 0
         self._chunk = 1 << 16
+        self._lock = threading.RLock()
+        self._owner = threading.get_ident()  # the thread whose event loop writes access lines
+        self._flushing = False
         self._probe()
 
     # Opening -----------------------------------------------------------------
@@ -97,13 +108,14 @@ class LineSink:
         if self.path is None:
             return
         self.flush()
-        try:
-            fresh = os.open(self.path, _FILE_FLAGS, 0o644)
-        except OSError as exc:
-            self._fail(exc)
-            return
-        os.dup2(fresh, self.fd, inheritable=False)
-        os.close(fresh)
+        with self._lock:
+            try:
+                fresh = os.open(self.path, _FILE_FLAGS, 0o644)
+            except OSError as exc:
+                self._fail(exc)
+                return
+            os.dup2(fresh, self.fd, inheritable=False)
+            os.close(fresh)
 
     def after_fork(self) -> None:
         """In a new worker: the parent's event loop and pending state are not ours."""
@@ -113,6 +125,10 @@ class LineSink:
         self.queued.clear()
         self.backlog.clear()
         self.on_stall = None
+        # Only the forking thread goes on, and a lock another thread held is never released.
+        self._lock = threading.RLock()
+        self._owner = threading.get_ident()
+        self._flushing = False
 
     def _probe(self) -> None:
         try:
@@ -138,26 +154,62 @@ class LineSink:
 
     def write_now(self, line: bytes) -> None:
         """Write one line at once, after everything queued (log records)."""
+        if threading.get_ident() != self._owner:
+            self._write_from_thread(line)
+            return
         self.queued.append(line)
         self.flush()
 
     def flush(self) -> None:
         self.scheduled = False
-        if self.queued:
-            self.backlog += b"".join(self.queued)
-            self.queued.clear()
+        with self._lock:
+            if self._flushing:
+                return  # re-entered (a handler logging mid-write): the flush below us writes it
+            self._flushing = True
+            try:
+                self._flush()
+            finally:
+                self._flushing = False
+
+    def _flush(self) -> None:
+        while self.queued:
+            # Swapped, not cleared after the join: a line a signal handler adds meanwhile stays.
+            queued, self.queued = self.queued, []
+            self.backlog += b"".join(queued)
+            self._write_backlog()
         if not self.backlog:
             return
-        self._write_backlog()
         if self.loop is None:
             # No event loop to come back on (the supervisor, a worker before it
             # serves): what is left is written now, waiting for the reader.
-            if self.backlog:
-                self._wait_for_reader(0)
+            self._wait_for_reader(0)
         elif len(self.backlog) > HIGH_WATER:
             self._wait_for_reader(LOW_WATER)
-        if self.backlog:
+        if self.queued:
+            self._flush()  # added by on_stall or a handler while we waited
+        elif self.backlog:
             self._watch_writable()
+
+    def _write_from_thread(self, line: bytes) -> None:
+        """A record from an app's thread: written now; backpressure holds that thread only."""
+        with self._lock:
+            self.backlog += line
+            self._write_backlog()
+            loop = self.loop
+            if self.backlog and loop is None:
+                self._wait_for_reader(0)  # nobody else will come back for it
+            left = len(self.backlog)
+        if not left or loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closing; flush_all writes it
+            loop.call_soon_threadsafe(self.flush)  # the loop thread watches for writability
+        # Over the high-water mark this thread waits (not the loop, which holds no lock
+        # meanwhile and keeps telling the supervisor it is alive), for a bounded time.
+        deadline = time.monotonic() + STALL_BEAT * 20
+        while left > HIGH_WATER and time.monotonic() < deadline:
+            time.sleep(STALL_POLL_MS / 1000)
+            with self._lock:
+                left = len(self.backlog)
 
     def _write_backlog(self) -> None:
         backlog = self.backlog
@@ -218,10 +270,11 @@ class LineSink:
         self._watching = True
 
     def _on_writable(self) -> None:
-        self._write_backlog()
-        if not self.backlog and self.loop is not None:
-            self.loop.remove_writer(self.fd)
-            self._watching = False
+        with self._lock:
+            self._write_backlog()
+            if not self.backlog and self.loop is not None:
+                self.loop.remove_writer(self.fd)
+                self._watching = False
 
     # Failure -----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -55,6 +56,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         TOTALS.inc(value)
         RECENT.set(value)
     elif path == "/block":
+        if "mark" in query:  # a file the test waits for: the loop is blocked from now on
+            Path(query["mark"][0]).touch()
         time.sleep(float(query.get("s", ["30"])[0]))  # blocks the event loop on purpose
     elif path == "/grow":
         _held.append(b"x" * (int(query.get("mb", ["100"])[0]) << 20))

@@ -139,7 +139,7 @@ def start(
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
-    start_supervisor: StartSupervisor,
+    start_supervisor: StartSupervisor, tmp_path: Path
 ) -> None:
     sup, metrics_url = start(
         start_supervisor,
@@ -173,8 +173,12 @@ def test_pooled_counter_is_exact_across_recycles_kills_and_rolls(
         wait_for(lambda: f"Recycling worker {grown} (memory" in sup.log(), 15, message=sup.log())
         load.run(500)
         # A blocked event loop: the supervisor kills that worker (--timeout-worker).
-        blocked = threading.Thread(target=lambda: _quietly(f"{sup.url}/block?s=60"))
+        mark = tmp_path / "blocked"
+        blocked = threading.Thread(target=lambda: _quietly(f"{sup.url}/block?s=60&mark={mark}"))
         blocked.start()
+        # Load from now on: a connection the blocked worker had accepted first would be
+        # cut by its kill (that request is lost with the worker; the test is about counts).
+        wait_for(mark.exists, 10, message="the /block request reached a worker")
         load.run(500)
         wait_for(lambda: "timeout" in _reasons(scrape(metrics_url)), 30, message=sup.log())
         blocked.join(30)

@@ -81,6 +81,8 @@ def test_h2_over_tls_by_alpn_and_http1_on_the_same_port(
     h2_lines = access_lines(sup, "h2tls=")
     assert len(h2_lines) == 20, "\n".join(h2_lines)
     assert all("HTTP/2" in line and " 200 " in line for line in h2_lines), h2_lines
+    # The line is written at the end of the worker's loop turn, after the response left.
+    wait_for(lambda: access_lines(sup, "h1tls="), 5, message=sup.log())
     assert len(access_lines(sup, "h1tls=")) == 1
     # The counters saw them all (heartbeats carry them once a second).
     wait_for(lambda: metric(metrics, "supervisor_responses_total", status="2xx") >= 21, 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -207,3 +208,61 @@ def test_reopen_keeps_the_descriptor_number(tmp_path: Path) -> None:
     assert (tmp_path / "app.log.1").read_bytes() == b"before\n"
     assert path.read_bytes() == b"after\n"
     sink.close()
+
+
+def test_a_line_written_from_inside_a_write_comes_out_once_after_it(tmp_path: Path) -> None:
+    # A signal handler that logs runs between any two bytecodes, so also between a
+    # write() to the descriptor and the backlog catching up with what it took.
+    path = tmp_path / "app.log"
+    sink = LineSink.for_path(str(path))
+    real_write = sink._write
+    calls = [0]
+
+    def interrupted(data: bytes | bytearray) -> int:
+        written = real_write(data)
+        calls[0] += 1
+        if calls[0] == 1:
+            sink.write_now(b"from the handler\n")
+        return written
+
+    sink._write = interrupted  # type: ignore[method-assign]
+    sink.write(b"access line\n")
+    assert path.read_bytes() == b"access line\nfrom the handler\n"
+    sink.close()
+
+
+def test_lines_from_an_app_thread_and_the_event_loop_each_come_out_once(
+    tmp_path: Path,
+) -> None:
+    # Access lines are queued on the event loop while an app's thread (Django's
+    # sync_to_async, Litestar's queue listener) logs records into the same sink.
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    path = tmp_path / "app.log"
+    sink = LineSink.for_path(str(path))
+    count = 3000
+
+    def app_thread() -> None:
+        for i in range(count):
+            sink.write_now(b"record %d\n" % i)
+
+    async def serve() -> None:
+        sink.loop = asyncio.get_running_loop()
+        thread = threading.Thread(target=app_thread)
+        thread.start()
+        for i in range(count):
+            sink.write(b"access %d\n" % i)
+            if i % 7 == 0:
+                await asyncio.sleep(0)  # the end of a loop turn: the queued lines are written
+        await asyncio.to_thread(thread.join, 30)
+        sink.loop = None
+
+    try:
+        asyncio.run(serve())
+    finally:
+        sys.setswitchinterval(previous)
+    sink.close()
+    lines = path.read_bytes().splitlines()
+    expected = [b"record %d" % i for i in range(count)] + [b"access %d" % i for i in range(count)]
+    assert sorted(lines) == sorted(expected)
+    assert [line for line in lines if line.startswith(b"access")] == expected[count:]
