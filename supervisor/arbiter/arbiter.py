@@ -1,8 +1,9 @@
 """The supervisor's event loop, as a story: spawn, watch, decide, act.
 
 Events come from a few sources: signals (one task turns them into calls,
-see :mod:`supervisor.arbiter.signals`), each worker's channel, a tick twice
-a second, the --reload watcher and the control socket. Each updates the
+see :mod:`supervisor.arbiter.signals`), each worker's channel, a tick (twice
+a second while anything is in motion, once a second when the pool is
+steady), the --reload watcher and the control socket. Each updates the
 workers' records, asks :mod:`supervisor.arbiter.policy` what it means, and
 hands the answer to :meth:`Arbiter.act`, the one place where workers are
 forked, signalled and killed. Nothing blocks: forks and kills are syscalls,
@@ -28,6 +29,7 @@ from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
+from supervisor.arbiter.cadence import Cadence, tick_interval
 from supervisor.arbiter.canary import Rollouts
 from supervisor.arbiter.extensions import Extensions
 from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
@@ -47,8 +49,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("supervisor")
 
-TICK_SECONDS = 0.5
-STALLED_AFTER = 2.0  # a tick this late: the supervisor itself was not running
 FAST_STOP_SECONDS = 3.0
 
 
@@ -58,7 +58,7 @@ class Runtime:
 
     tasks: TaskGroup | None = None
     done: anyio.Event | None = None
-    last_tick: float = 0.0
+    cadence: Cadence = field(default_factory=Cadence)
     extensions: Extensions = field(default_factory=Extensions)  # SIGUSR2, sd_notify
 
 
@@ -119,7 +119,7 @@ class Arbiter:
     async def run(self, *sources: Any) -> int:
         """Serve until stopped; ``sources`` are more tasks (control socket, metrics...)."""
         done = self.loop.done = anyio.Event()
-        self.loop.last_tick = time.monotonic()  # a stall before the first tick counts too
+        self.loop.cadence.last = time.monotonic()  # a stall before the first tick counts too
         async with anyio.create_task_group() as tg:
             self.loop.tasks = self.hand.tasks = tg
             for worker in list(self.pool.workers.values()):
@@ -213,7 +213,7 @@ class Arbiter:
 
     # Watch -------------------------------------------------------------------
 
-    def on_message(self, worker: WorkerRecord, message: Message) -> None:
+    def on_message(self, worker: WorkerRecord, message: Message) -> bool:
         now = time.monotonic()
         worker.last_beat = now
         if isinstance(message, Ready) and worker.state is WorkerState.BOOTING:
@@ -221,34 +221,33 @@ class Arbiter:
             worker.serving_at = now
             logger.info("Worker %d serving (booted in %.0f ms)", worker.pid, message.boot_ms)
             self.act([act_.BootFailing(None)])
-            if not self.pool.served and not any(
-                w.state is WorkerState.BOOTING for w in self.pool.workers.values()
-            ):
-                self.pool.served = True
+            booting = any(w.state is WorkerState.BOOTING for w in self.pool.workers.values())
+            self.pool.served = self.pool.served or not booting
         elif isinstance(message, Heartbeat):
             worker.heard(message)
-            if message.draining and worker.state is WorkerState.SERVING:
+            left = message.draining and worker.state is WorkerState.SERVING
+            if left:
                 self.act([act_.Leave(worker.pid, Reason.LEFT)])  # a SIGTERM sent to it
-            self.act(policy.recycles([worker], now, self._checks()))
+            recycled = policy.recycles([worker], now, self._checks())
+            self.act(recycled)
+            return left or bool(recycled)
         elif isinstance(message, BootFailure):
             worker.boot_failure = message.message
+        return True
 
     async def _tick(self) -> None:
         while True:
-            await anyio.sleep(TICK_SECONDS)
-            self.on_tick(time.monotonic())
+            self.loop.cadence.interval = self._tick_interval()
+            await anyio.sleep(self.loop.cadence.interval)
+            now = time.monotonic()
+            stalled = self.on_tick(now)
             self.reconcile()
+            self.loop.extensions.tick(now, stalled=stalled, stopping=bool(self.stop_state))
 
-    def on_tick(self, now: float) -> None:
-        late = now - self.loop.last_tick - TICK_SECONDS
-        self.loop.last_tick = now
-        stalled = late > STALLED_AFTER
-        if stalled:
-            logger.warning(
-                "The supervisor was paused for %.1fs (SIGSTOP, a frozen VM?); liveness checks"
-                " start again from now",
-                late,
-            )
+    def on_tick(self, now: float) -> bool:
+        """The periodic checks; True when the supervisor itself was not running for a while."""
+        late = self.loop.cadence.paused_for(now)
+        if stalled := late is not None:
             self.pool.rebaseline(now, late)
             if self.stop_state is not None:
                 fast, deadline = self.stop_state.fast, self.stop_state.deadline + late
@@ -257,6 +256,14 @@ class Arbiter:
         workers = list(self.pool.workers.values())
         self.act(policy.check(workers, now, self._checks(), stalled=stalled))
         self.act(self.rollouts.tick(now, stopping=self.stop_state is not None))
+        return stalled
+
+    def _tick_interval(self) -> float:
+        moving = (
+            self.stop_state or self.rollouts.current or not self.backoff.allows(time.monotonic())
+        )
+        workers, longest = list(self.pool.workers.values()), self.loop.extensions.longest_tick
+        return tick_interval(workers, self.pool.target, in_motion=bool(moving), longest=longest)
 
     def _checks(self) -> policy.Checks:
         c = self.config
@@ -331,11 +338,8 @@ class Arbiter:
         if first:
             for sock in self.spawner.listeners:
                 sock.close()  # workers hold their own copies of the listeners
-        for worker in list(self.pool.workers.values()):
-            if fast:
-                self.act([act_.Quit(worker.pid)])
-            else:
-                self.act([act_.Drain(worker.pid, Reason.SHUTDOWN, last=True)])
+        for pid in list(self.pool.workers):
+            self.act([act_.Quit(pid) if fast else act_.Drain(pid, Reason.SHUTDOWN, last=True)])
 
     def roll(self) -> int:
         """A rolling restart of every live worker, ``restart_batch`` at a time."""

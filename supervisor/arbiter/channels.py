@@ -9,11 +9,13 @@ from collections.abc import Callable
 from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.channel import Message, read_messages
 
-OnMessage = Callable[[WorkerRecord, Message], None]
+# Handles one message; True when the pool may need a decision now (a heartbeat
+# that changes nothing does not: the tick looks again anyway).
+OnMessage = Callable[[WorkerRecord, Message], bool]
 
 
 def watch(worker: WorkerRecord, on_message: OnMessage, then: Callable[[], None]) -> None:
-    """Until the worker's end closes: each batch of messages, then ``then()``.
+    """Until the worker's end closes: each batch of messages, then ``then()`` if one asked.
 
     A reader kept on the loop, not a task awaiting readability: a heartbeat
     costs the idle supervisor one wakeup and no epoll_ctl add/remove pair.
@@ -29,17 +31,18 @@ def watch(worker: WorkerRecord, on_message: OnMessage, then: Callable[[], None])
 
 
 def drain(worker: WorkerRecord, on_message: OnMessage) -> bool:
-    """Handle every waiting message; False once the worker's end is closed."""
+    """Handle every waiting message; True if one asked for a decision or the end closed."""
     channel = worker.channel
     if channel is None:
         return False
     messages, eof = read_messages(channel)
+    decide = False
     for message in messages:
-        on_message(worker, message)
+        decide = on_message(worker, message) or decide
     if eof:
         # Off the loop before the fd number can be reused by the next worker's channel.
         with contextlib.suppress(RuntimeError):  # no loop: a test, or after run() ended
             asyncio.get_running_loop().remove_reader(channel.fileno())
         channel.close()
         worker.channel = None
-    return not eof
+    return decide or eof

@@ -1,13 +1,14 @@
 """What hooks in beside the pool: SIGUSR2 upgrades and sd_notify (see handover.py).
 
-The arbiter only calls these at three points: a stop begins, a child that is
-not a worker is reaped, SIGUSR2 arrives. Everything periodic runs in its own
-task on the same loop (handover.ticker).
+The arbiter only calls these at four points: its tick (after its own
+decisions: one wakeup for everything periodic, so an idle supervisor sleeps),
+a stop begins, a child that is not a worker is reaped, SIGUSR2 arrives.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,14 @@ class Extensions:
     # A child that is not a worker exited (pid, status): True when one of these knew it.
     child_exited: list[Callable[[int, int], bool]] = field(default_factory=list)
     upgrade: Callable[[], None] | None = None  # SIGUSR2
+    longest_tick: float = math.inf  # a tick hook that must run at least this often
+
+    def tick(self, now: float, *, stalled: bool, stopping: bool) -> None:
+        """The arbiter's tick; ``stalled`` when the loop itself was late (no watchdog ping)."""
+        if stopping:
+            self.stopped()  # a stop the policy began (each hook acts once)
+        for hook in self.on_tick:
+            hook(now, stalled)
 
     def reaped(self, pid: int, status: int) -> None:
         """A child that is not a worker exited (an upgrade's successor, or a stranger)."""

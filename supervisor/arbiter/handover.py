@@ -12,15 +12,12 @@ import logging
 import os
 import socket
 import sys
-import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import anyio
-
 from supervisor import logs
 from supervisor.arbiter import operations, upgrade
-from supervisor.arbiter.arbiter import STALLED_AFTER, TICK_SECONDS, Arbiter
+from supervisor.arbiter.arbiter import Arbiter
 from supervisor.arbiter.hand import DRAIN_MARGIN
 from supervisor.arbiter.hooks import Hooks, ServerHandle
 from supervisor.arbiter.systemd import SystemdLink
@@ -54,20 +51,6 @@ class Started(Protocol):
     default_instance: bool
 
 
-async def ticker(arbiter: Arbiter) -> None:
-    """The extensions' own tick on the supervisor's loop (the arbiter's stays its own):
-    ``stalled`` when the loop itself was late, so the watchdog is not pinged then."""
-    last = time.monotonic()
-    while True:
-        await anyio.sleep(TICK_SECONDS)
-        now = time.monotonic()
-        stalled, last = now - last - TICK_SECONDS > STALLED_AFTER, now
-        if arbiter.stop_state is not None:
-            arbiter.loop.extensions.stopped()  # a stop the policy began (each hook acts once)
-        for hook in arbiter.loop.extensions.on_tick:
-            hook(now, stalled)
-
-
 def successor_for(handoff: upgrade.Handoff | None, config: Config) -> upgrade.Successor | None:
     """When a SIGUSR2 started us: what the new supervisor takes over, once it serves."""
     if handoff is None:
@@ -92,6 +75,11 @@ def link_systemd(arbiter: Arbiter, successor: upgrade.Successor | None) -> Syste
         link.tick(arbiter.pool, stopping=stopping, healthy=not stalled, now=now)
 
     arbiter.loop.extensions.on_tick.append(tick)
+    watchdog = link.notifier.watchdog_interval
+    if watchdog is not None:
+        # A ping is sent on the first tick after ``watchdog`` seconds: ticks this
+        # often keep every ping well inside WATCHDOG_USEC (twice ``watchdog``).
+        arbiter.loop.extensions.longest_tick = watchdog / 2
     arbiter.loop.extensions.on_stop.append(lambda: link.stopped(arbiter.pool))
     return link
 
@@ -142,6 +130,11 @@ def set_up_upgrades(
         upgrader.tick(now)
 
     arbiter.loop.extensions.on_tick.append(tick)
+    watchdog = link.notifier.watchdog_interval
+    if watchdog is not None:
+        # A ping is sent on the first tick after ``watchdog`` seconds: ticks this
+        # often keep every ping well inside WATCHDOG_USEC (twice ``watchdog``).
+        arbiter.loop.extensions.longest_tick = watchdog / 2
     arbiter.loop.extensions.child_exited.append(upgrader.on_exit)
     arbiter.loop.extensions.on_stop.append(upgrader.abandon)
     arbiter.loop.extensions.upgrade = upgrader.request

@@ -333,7 +333,6 @@ def _sources(
     """The event sources beside the tick: signals, --reload, the two endpoints."""
     sources: list[Callable[[], Awaitable[None]]] = [
         functools.partial(signals.watch, functools.partial(operations.on_signal, arbiter)),
-        functools.partial(handover.ticker, arbiter),  # sd_notify, USR2
     ]
     if config.reload:
 
