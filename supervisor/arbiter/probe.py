@@ -16,14 +16,23 @@ class RssProbe:
 
     def __init__(self) -> None:
         self._measured = 0.0
+        self._resident = memory.Resident()
 
     def measure(self, workers: Iterable[WorkerRecord], now: float) -> None:
         if now - self._measured < EVERY:
             return
         self._measured = now
+        serving: set[int] = set()
         for worker in workers:
             if worker.state is WorkerState.STOPPED:
                 continue
-            measured = memory.rss(worker.pid)
+            if worker.state is WorkerState.SERVING:
+                # A descriptor kept open for the pool's steady members only: as many as
+                # the pool has workers, however fast booting and draining ones come and go.
+                serving.add(worker.pid)
+                measured = self._resident.of(worker.pid)
+            else:
+                measured = memory.rss(worker.pid)
             if measured is not None:
                 worker.rss = measured
+        self._resident.keep_only(serving)
