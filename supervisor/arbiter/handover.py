@@ -130,11 +130,6 @@ def set_up_upgrades(
         upgrader.tick(now)
 
     arbiter.loop.extensions.on_tick.append(tick)
-    watchdog = link.notifier.watchdog_interval
-    if watchdog is not None:
-        # A ping is sent on the first tick after ``watchdog`` seconds: ticks this
-        # often keep every ping well inside WATCHDOG_USEC (twice ``watchdog``).
-        arbiter.loop.extensions.longest_tick = watchdog / 2
     arbiter.loop.extensions.child_exited.append(upgrader.on_exit)
     arbiter.loop.extensions.on_stop.append(upgrader.abandon)
     arbiter.loop.extensions.upgrade = upgrader.request
