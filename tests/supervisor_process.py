@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import resource
@@ -13,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import psutil
@@ -37,6 +38,14 @@ def run_cli(
         cwd=REPO,
         env={**os.environ, **(env or {})},
     )
+
+
+def status_json(*where: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """``python -m supervisor status --json`` (``where``: --pid or --control-socket), parsed."""
+    done = run_cli("status", *where, "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    shown: dict[str, Any] = json.loads(done.stdout)
+    return shown
 
 
 def free_port() -> int:

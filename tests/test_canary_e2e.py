@@ -7,7 +7,6 @@ going through the roll and records which version answered what.
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import subprocess
@@ -22,7 +21,7 @@ from tests.app.cluster import backend
 from tests.conftest import StartSupervisor
 from tests.deploy_load import DeployLoad
 from tests.notify_socket import NotifySocket
-from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
+from tests.supervisor_process import REPO, SupervisorProcess, free_port, status_json, wait_for
 
 APP = "tests.apps.canary:app"
 
@@ -47,12 +46,7 @@ def _until(sup: SupervisorProcess, predicate: Callable[[], object], timeout: flo
 
 
 def _status(env_file: Path) -> dict[str, object]:
-    command = [sys.executable, "-m", "supervisor", "status", "--json"]
-    command += ["--control-socket", str(env_file.with_suffix(".sock"))]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=20, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    shown: dict[str, object] = json.loads(done.stdout)
-    return shown
+    return status_json("--control-socket", str(env_file.with_suffix(".sock")))
 
 
 def _failures(load: DeployLoad, since: float = 0.0) -> list[tuple[int, str]]:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,7 +13,7 @@ import psutil
 from supervisor._version import __version__
 from tests.conftest import StartSupervisor
 from tests.load import KeepAliveLoad
-from tests.supervisor_process import REPO, SupervisorProcess, wait_for
+from tests.supervisor_process import SupervisorProcess, status_json, wait_for
 
 HELLO = "tests.apps.hello:app"
 _HANDED = re.compile(r"Upgrade: supervisor (\d+) serves; this one")
@@ -40,19 +37,6 @@ def serving_children(pid: int) -> set[int]:
     except psutil.NoSuchProcess:
         return set()
     return {c.pid for c in children if c.status() != psutil.STATUS_ZOMBIE}
-
-
-def status_json(pid_file: Path) -> dict[str, object]:
-    result = subprocess.run(
-        [sys.executable, "-m", "supervisor", "status", "--pid", str(pid_file), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=20,
-        cwd=REPO,
-    )
-    assert result.returncode == 0, result.stderr
-    data: dict[str, object] = json.loads(result.stdout)
-    return data
 
 
 def upgrade(sup: SupervisorProcess, current: int, done: int) -> int:
@@ -87,7 +71,7 @@ def test_three_upgrades_under_keep_alive_load_fail_no_request(
     assert result.failed == 0, (result.errors, sup.log())
     served_by = {int(pid) for pid in result.pids if pid.isdigit()}
     assert served_by & first_workers and served_by & serving_children(current)
-    status = status_json(pid_file)
+    status = status_json("--pid", str(pid_file))
     assert status["pid"] == current and status["version"] == __version__
     assert pid_file.read_text().strip() == str(current)
     log = sup.log()
@@ -128,7 +112,7 @@ def test_a_new_supervisor_that_cannot_start_leaves_the_old_one_serving(
     config.write_text("workers = 2\n")  # fixed: the next USR2 goes through
     new = upgrade(sup, sup.pid, 0)
     assert len(wait_for(lambda: serving_children(new), 10, message=sup.log())) == 2
-    assert status_json(pid_file)["pid"] == new
+    assert status_json("--pid", str(pid_file))["pid"] == new
 
 
 def test_an_upgrade_after_the_app_broke_keeps_the_old_supervisor(

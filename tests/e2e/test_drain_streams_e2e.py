@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -29,7 +26,7 @@ import pytest
 import websockets
 
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import REPO, SupervisorProcess, free_port, wait_for
+from tests.supervisor_process import SupervisorProcess, free_port, status_json, wait_for
 
 APP = "tests.apps.frameworks.longlived_app:asgi"
 FAREWELL_APP = "tests.apps.frameworks.sse_farewell_app:app"
@@ -316,15 +313,7 @@ def test_websockets_count_as_in_flight_and_show_in_status_and_metrics(
     )
 
     def counted() -> dict[str, Any] | None:
-        result = subprocess.run(
-            [sys.executable, "-m", "supervisor", "status", "--pid", str(pid_file), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=20,
-            cwd=REPO,
-        )
-        assert result.returncode == 0, result.stderr
-        data: dict[str, Any] = json.loads(result.stdout)
+        data = status_json("--pid", str(pid_file))
         totals = data["totals"]
         return data if (totals["websockets"], totals["streams"]) == (2, 1) else None
 

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from tests.conftest import StartSupervisor
-from tests.supervisor_process import SupervisorProcess, free_port, run_cli, wait_for
+from tests.supervisor_process import SupervisorProcess, free_port, run_cli, status_json, wait_for
 
 APP = "tests.apps.hello:app"
 NOBODY = pwd.getpwnam("nobody").pw_uid
@@ -100,9 +100,7 @@ def test_second_supervisor_on_the_same_pid_file_is_refused(
     assert f"already running as PID {first.pid}" in told[0]
     # The refused one took nothing of the first one's with it.
     assert pid_file.read_text() == f"{first.pid}\n"
-    status = run_cli("status", "--pid", str(pid_file), "--json")
-    assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["pid"] == first.pid
+    assert status_json("--pid", str(pid_file))["pid"] == first.pid
     stop_cleanly(first)
     assert not pid_file.exists()
 
@@ -214,9 +212,7 @@ def test_default_control_directory_is_made_private_and_found_by_status(
     directory = runtime / "asgi-supervisor"
     assert stat.S_IMODE(directory.lstat().st_mode) == 0o700
     assert stat.S_IMODE((directory / f"{sup.pid}.sock").lstat().st_mode) == 0o600
-    status = run_cli("status", "--json", env=env)
-    assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["pid"] == sup.pid
+    assert status_json(env=env)["pid"] == sup.pid
     stop_cleanly(sup)
     assert list(directory.iterdir()) == []
 
@@ -234,9 +230,7 @@ def test_control_socket_beside_pid_does_not_collide_with_uds(
     control = run / "app.control.sock"
     assert stat.S_ISSOCK(control.stat().st_mode)
     assert stat.S_IMODE(control.stat().st_mode) == 0o600
-    status = run_cli("status", "--pid", str(pid_file), "--json")
-    assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["pid"] == sup.pid
+    assert status_json("--pid", str(pid_file))["pid"] == sup.pid
     stop_cleanly(sup)
     assert not listener.exists() and not control.exists() and not pid_file.exists()
 
