@@ -15,27 +15,17 @@ import httpx
 import psutil
 
 from tests.conftest import StartSupervisor
+from tests.e2e.test_worker_hooks_e2e import RECORDING, lines
 from tests.supervisor_process import SupervisorProcess, wait_for
 
 APP = "tests.apps.hello:app"
-HOOKS = """
-import os
-def _note(*words):
-    with open({record!r}, "a") as out:
-        out.write(" ".join(str(w) for w in words) + "\\n")
-def post_fork(server, worker):
-    worker.tag = "from-post-fork"
+HOOKS = (
+    RECORDING
+    + """
 def worker_abort(worker):
     _note("worker_abort", os.getpid(), worker.pid, worker.alive, worker.tag)
-def worker_exit(server, worker):
-    _note("worker_exit", os.getpid(), worker.pid, worker.alive)
-def child_exit(server, worker):
-    _note("child_exit", os.getpid(), worker.pid)
 """
-
-
-def lines(record: Path) -> list[list[str]]:
-    return [line.split() for line in record.read_text().splitlines()] if record.exists() else []
+)
 
 
 def start(start_supervisor: StartSupervisor, tmp_path: Path) -> tuple[SupervisorProcess, Path]:

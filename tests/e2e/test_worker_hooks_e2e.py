@@ -18,22 +18,28 @@ from tests.conftest import StartSupervisor
 from tests.supervisor_process import SupervisorProcess, wait_for
 
 APP = "tests.apps.hello:app"
-HOOKS = """
+# A gunicorn config whose hooks write a line each to {record}; the tests add their own.
+RECORDING = """
 import os
 def _note(*words):
     with open({record!r}, "a") as out:
         out.write(" ".join(str(w) for w in words) + "\\n")
 def post_fork(server, worker):
     worker.tag = "from-post-fork"
-def post_worker_init(worker):
-    _note("post_worker_init", os.getpid(), worker.pid, worker.tag)
-def worker_int(worker):
-    _note("worker_int", os.getpid(), worker.pid)
 def worker_exit(server, worker):
     _note("worker_exit", os.getpid(), worker.pid, worker.alive)
 def child_exit(server, worker):
     _note("child_exit", os.getpid(), worker.pid)
 """
+HOOKS = (
+    RECORDING
+    + """
+def post_worker_init(worker):
+    _note("post_worker_init", os.getpid(), worker.pid, worker.tag)
+def worker_int(worker):
+    _note("worker_int", os.getpid(), worker.pid)
+"""
+)
 
 
 def lines(record: Path) -> list[list[str]]:
