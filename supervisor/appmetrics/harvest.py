@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from dataclasses import dataclass, field
 
 import msgspec
 
@@ -88,9 +87,8 @@ class Harvest:
         return {series: (cells[cell], cells[cell + 1]) for series, cell in layout.cells}
 
 
-@dataclass
-class _Layout:
+class _Layout(msgspec.Struct):
     """One live area's entries, parsed once: each series and where its value is."""
 
     end: int = area.HEADER.size
-    cells: list[tuple[pooling.Series, int]] = field(default_factory=list)
+    cells: list[tuple[pooling.Series, int]] = msgspec.field(default_factory=list)

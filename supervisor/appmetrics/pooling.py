@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import msgspec
@@ -52,21 +51,19 @@ Value = tuple[float, float]  # value, timestamp (the mostrecent modes)
 Reading = dict[Series, Value]
 
 
-@dataclass
-class Sample:
+class Sample(msgspec.Struct):
     name: str
     labels: dict[str, str]
     value: float
 
 
-@dataclass
-class Family:
+class Family(msgspec.Struct):
     """A metric family ready for the exposition format."""
 
     name: str
     typ: str
     help: str
-    samples: list[Sample] = field(default_factory=list)
+    samples: list[Sample] = msgspec.field(default_factory=list)
 
 
 class _Key(msgspec.Struct, array_like=True):
@@ -128,11 +125,10 @@ def combine(into: Reading, series: Series, value: float, stamp: float) -> None:
         into[series] = (value, stamp)
 
 
-@dataclass
-class Retired:
+class Retired(msgspec.Struct):
     """What every reaped worker left behind that still counts, in one total."""
 
-    values: Reading = field(default_factory=dict)
+    values: Reading = msgspec.field(default_factory=dict)
     workers: int = 0
 
     def retire(self, reading: Reading) -> None:

@@ -16,10 +16,10 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 from anyio.abc import TaskGroup
 
 from supervisor import logs
@@ -29,7 +29,7 @@ from supervisor.arbiter import channels, outputs, policy
 from supervisor.arbiter import signals as signals_
 from supervisor.arbiter.books import Backoff, Books
 from supervisor.arbiter.boots import BootWatch
-from supervisor.arbiter.cadence import Cadence, tick_interval
+from supervisor.arbiter.cadence import BUSY_TICK, Cadence, tick_interval
 from supervisor.arbiter.canary import Rollouts
 from supervisor.arbiter.extensions import Extensions
 from supervisor.arbiter.hand import DRAIN_MARGIN, Hand
@@ -52,14 +52,13 @@ logger = logging.getLogger("supervisor")
 FAST_STOP_SECONDS = 3.0
 
 
-@dataclass
-class Runtime:
+class Runtime(msgspec.Struct):
     """The event loop's handles, made in :meth:`Arbiter.run`."""
 
     tasks: TaskGroup | None = None
     done: anyio.Event | None = None
-    cadence: Cadence = field(default_factory=Cadence)
-    extensions: Extensions = field(default_factory=Extensions)  # SIGUSR2, sd_notify
+    cadence: Cadence = msgspec.field(default_factory=Cadence)
+    extensions: Extensions = msgspec.field(default_factory=Extensions)  # SIGUSR2, sd_notify
 
 
 class Arbiter:
@@ -104,8 +103,7 @@ class Arbiter:
     # The story ---------------------------------------------------------------
 
     def start(self) -> None:
-        """Fork the first workers before the event loop exists, so they boot while the
-        supervisor sets its loop up: a faster first response."""
+        """Fork the first workers before the loop exists: they boot while it is set up."""
         signals_.remember_until_the_loop_listens()
         self.spawner.warm_up()
         self.hooks.call("when_ready", self.server)  # gunicorn's: listeners up, before forking
@@ -198,8 +196,7 @@ class Arbiter:
             self._failed()
             return False
         worker.serves_error = self.boots.reload_error is not None
-        self.pool.workers[worker.pid] = worker
-        self.server.WORKERS[worker.pid] = handle
+        self.pool.workers[worker.pid], self.server.WORKERS[worker.pid] = worker, handle
         logger.info("Booting worker %d (generation %d)", worker.pid, worker.generation)
         if self.loop.tasks is not None:  # else run() starts the readers
             self._start_readers(worker)
@@ -237,9 +234,11 @@ class Arbiter:
 
     async def _tick(self) -> None:
         while True:
-            self.loop.cadence.interval = self._tick_interval()
-            await anyio.sleep(self.loop.cadence.interval)
+            interval = self.loop.cadence.interval = self._tick_interval()
+            channels.settle(self.pool, interval > BUSY_TICK, self.on_message, self.reconcile)
+            await anyio.sleep(interval)
             now = time.monotonic()
+            channels.read_parked(self.pool, self.on_message)
             stalled = self.on_tick(now)
             self.reconcile()
             self.loop.extensions.tick(now, stalled=stalled, stopping=bool(self.stop_state))
@@ -288,6 +287,7 @@ class Arbiter:
     # Exits -------------------------------------------------------------------
 
     def reap_workers(self) -> None:
+        channels.read_parked(self.pool, self.on_message)  # last words, or a worker's nudge
         for pid, status in reap_children():
             worker = self.pool.workers.pop(pid, None)
             if worker is None:

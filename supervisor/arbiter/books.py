@@ -3,20 +3,19 @@ code, and crash-loop backoff."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from supervisor.arbiter import policy
 from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.pool import Reason
 
 
-@dataclass
-class Books:
+class Books(msgspec.Struct):
     """Counters that outlive the workers they count."""
 
-    restarts: dict[str, int] = field(default_factory=dict)
+    restarts: dict[str, int] = msgspec.field(default_factory=dict)
     exited_requests: int = 0
-    exited_stats: dict[str, float] = field(default_factory=dict)
+    exited_stats: dict[str, float] = msgspec.field(default_factory=dict)
     exit_code: int = 0
 
     def count(self, reason: Reason) -> None:
@@ -32,8 +31,7 @@ class Books:
         self.exit_code = self.exit_code or code
 
 
-@dataclass
-class Backoff:
+class Backoff(msgspec.Struct):
     """Crash-loop backoff: failures close together delay the next spawn, exponentially."""
 
     streak: int = 0

@@ -3,16 +3,21 @@
 Twice a second while anything is in motion (the deadlines of boots, drains,
 stops, backoff and rollouts are checked on the tick); once a second when the
 pool is steady, where only heartbeats and memory are: an idle supervisor
-barely wakes. Events (a signal, a worker's exit or message) do not wait for
-the tick. A tick that comes much later than it was due means the supervisor
-itself was not running (SIGSTOP, a frozen VM).
+barely wakes. A steady pool's heartbeats are read on that tick too
+(:func:`supervisor.arbiter.channels.settle`), so it wakes once a second
+whatever the number of workers; news that cannot wait (a worker draining,
+one asking to be recycled) comes with a SIGCHLD nudge. Signals and exits do
+not wait for the tick, nor does any message while something is in motion.
+A tick that comes much later than it was due means the supervisor itself
+was not running (SIGSTOP, a frozen VM).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from supervisor.arbiter.lifecycle import WorkerRecord
 from supervisor.pool import WorkerState
@@ -37,8 +42,7 @@ def tick_interval(
     return min(STEADY_TICK if steady else BUSY_TICK, longest)
 
 
-@dataclass
-class Cadence:
+class Cadence(msgspec.Struct):
     """When the last tick ran and how long the loop meant to sleep after it."""
 
     last: float = 0.0

@@ -23,7 +23,8 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+
+import msgspec
 
 from supervisor.arbiter import actions as act_
 from supervisor.arbiter import canary_policy as judge_
@@ -38,8 +39,7 @@ NOT_READY_ABORT = 2  # new workers in a row that never got ready: the roll abort
 _MEMORY = (Reason.MEMORY, Reason.MEMORY_TOTAL, Reason.MEMORY_HARD)
 
 
-@dataclass
-class Rollout:
+class Rollout(msgspec.Struct):
     """One rolling restart, from the signal to its end."""
 
     generation: int
@@ -48,7 +48,7 @@ class Rollout:
     canary: bool  # judged before it goes past its first batch
     started_at: float
     window_start: float | None = None
-    baseline: dict[int, dict[str, float]] = field(default_factory=dict)
+    baseline: dict[int, dict[str, float]] = msgspec.field(default_factory=dict)
     crashed: int = 0
     memory: int = 0
     not_ready: int = 0

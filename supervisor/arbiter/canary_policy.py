@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+
+import msgspec
 
 from supervisor.worker.counters import BUCKET_KEYS, DURATION_BUCKETS, STATUS_KEYS
 
@@ -31,8 +32,7 @@ P99_FLOOR = DURATION_BUCKETS[0]
 _BUCKETS = len(BUCKET_KEYS) + 1  # the last one is above 10 s (+Inf)
 
 
-@dataclass(frozen=True, slots=True)
-class Traffic:
+class Traffic(msgspec.Struct, frozen=True):
     """Answers over a window: how many, how many 5xx, and the duration histogram
     (one count per bucket, not cumulative; the last bucket is above the last bound)."""
 
@@ -86,16 +86,14 @@ def total(traffics: Iterable[Traffic]) -> Traffic:
     return summed
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(msgspec.Struct, frozen=True):
     seconds: float  # --canary-seconds
     max_error_rate: float  # --canary-max-error-rate: allowed increase of the 5xx share
     max_p99_ratio: float = 0.0  # --canary-max-p99-ratio; 0: no latency guard
     min_requests: int = MIN_REQUESTS
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(msgspec.Struct, frozen=True):
     """What the canary saw so far."""
 
     elapsed: float  # seconds since the whole first batch served (0 before)
@@ -111,8 +109,7 @@ class Outcome(enum.StrEnum):
     ABORTED = "aborted"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     outcome: Outcome
     why: str = ""  # what decided it, for the verdict line
 

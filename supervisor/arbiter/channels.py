@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
-from supervisor.arbiter.lifecycle import WorkerRecord
+from supervisor.arbiter.lifecycle import Pool, WorkerRecord
 from supervisor.channel import Message, read_messages
 
 # Handles one message; True when the pool may need a decision now (a heartbeat
@@ -18,8 +18,9 @@ def watch(worker: WorkerRecord, on_message: OnMessage, then: Callable[[], None])
     """Until the worker's end closes: each batch of messages, then ``then()`` if one asked.
 
     A reader kept on the loop, not a task awaiting readability: a heartbeat
-    costs the idle supervisor one wakeup and no epoll_ctl add/remove pair.
+    costs the supervisor one wakeup and no epoll_ctl add/remove pair.
     """
+    worker.parked = False
     if worker.channel is None:
         return
 
@@ -46,3 +47,25 @@ def drain(worker: WorkerRecord, on_message: OnMessage) -> bool:
         channel.close()
         worker.channel = None
     return decide or eof
+
+
+def settle(pool: Pool, steady: bool, on_message: OnMessage, then: Callable[[], None]) -> None:
+    """A steady pool's channels are read on the tick (:func:`read_parked`), not as each
+    heartbeat arrives: the idle supervisor wakes once a second, not once per worker too.
+    Anything in motion and every channel is read as it speaks again."""
+    loop = asyncio.get_running_loop()
+    for worker in pool.workers.values():
+        if worker.channel is None or worker.parked is steady:
+            continue
+        if steady:
+            loop.remove_reader(worker.channel.fileno())
+            worker.parked = True
+        else:
+            watch(worker, on_message, then)
+
+
+def read_parked(pool: Pool, on_message: OnMessage) -> None:
+    """What the parked channels said since the last tick (the tick decides right after)."""
+    for worker in list(pool.workers.values()):
+        if worker.parked:
+            drain(worker, on_message)

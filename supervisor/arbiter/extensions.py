@@ -10,19 +10,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from supervisor.system.exits import describe_status
 
 logger = logging.getLogger("supervisor")
 
 
-@dataclass
-class Extensions:
-    on_tick: list[Callable[[float, bool], None]] = field(default_factory=list)  # now, stalled
-    on_stop: list[Callable[[], None]] = field(default_factory=list)
+class Extensions(msgspec.Struct):
+    on_tick: list[Callable[[float, bool], None]] = msgspec.field(
+        default_factory=list
+    )  # now, stalled
+    on_stop: list[Callable[[], None]] = msgspec.field(default_factory=list)
     # A child that is not a worker exited (pid, status): True when one of these knew it.
-    child_exited: list[Callable[[int, int], bool]] = field(default_factory=list)
+    child_exited: list[Callable[[int, int], bool]] = msgspec.field(default_factory=list)
     upgrade: Callable[[], None] | None = None  # SIGUSR2
     longest_tick: float = math.inf  # a tick hook that must run at least this often
 

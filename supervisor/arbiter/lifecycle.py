@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass, field
 from typing import Any
+
+import msgspec
 
 from supervisor.channel import Heartbeat
 from supervisor.pool import Reason, WorkerState, WorkerView
@@ -32,8 +33,7 @@ class InvalidTransition(RuntimeError):
     """A lifecycle bug: the supervisor tried to move a worker backwards."""
 
 
-@dataclass(eq=False)
-class WorkerRecord:
+class WorkerRecord(msgspec.Struct, eq=False):
     """The supervisor's bookkeeping for one forked worker."""
 
     pid: int
@@ -59,9 +59,10 @@ class WorkerRecord:
     boot_failure: str | None = None
     wants_recycle: Reason | None = None  # the worker asked (fd limit, memory-hard)
     serves_error: bool = False  # --reload: answers 503 with the import error
-    stats: dict[str, float] = field(default_factory=dict)
+    stats: dict[str, float] = msgspec.field(default_factory=dict)
     dump_fd: int = -1  # faulthandler's pipe: the stack of a worker killed as hung
     output: Any = None  # JSON mode: capture.PipeLines over the worker's fds 1 and 2
+    parked: bool = False  # a steady pool: its channel is read on the tick (channels.settle)
 
     def transition(self, new: WorkerState) -> None:
         if new is self.state:
@@ -116,16 +117,15 @@ class WorkerRecord:
         )
 
 
-@dataclass
-class Pool:
+class Pool(msgspec.Struct):
     """The workers and what they are reconciled towards."""
 
     target: int
     batch: int
     generation: int = 1
     served: bool = False  # some worker has served since start
-    started_at: float = field(default_factory=time.monotonic)
-    workers: dict[int, WorkerRecord] = field(default_factory=dict)
+    started_at: float = msgspec.field(default_factory=time.monotonic)
+    workers: dict[int, WorkerRecord] = msgspec.field(default_factory=dict)
 
     def serving(self) -> list[WorkerRecord]:
         return [w for w in self.workers.values() if w.state is WorkerState.SERVING]

@@ -6,7 +6,7 @@ SIGHUP, `reload`               rolling restart (and the on_hup callback: env, co
 SIGTTIN / SIGTTOU, `scale N`   one worker more / less, or exactly N
 SIGUSR1                        reopen log files, here and in every worker
 SIGUSR2                        upgrade the supervisor itself (see upgrade.py)
-SIGCHLD                        reap the workers that exited
+SIGCHLD                        reap the workers that exited (and read news a worker nudged about)
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from supervisor.arbiter.actions import (
     Action,
@@ -49,8 +50,7 @@ _EXPECTED = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class WorkerLimits:
+class WorkerLimits(msgspec.Struct, frozen=True):
     """Per-worker recycle points, jittered once at spawn so workers never recycle together."""
 
     max_requests: int = 0
@@ -128,8 +128,7 @@ def boot_overdue(worker: WorkerRecord, now: float, timeout: float) -> bool:
     return worker.state is WorkerState.BOOTING and worker.age(now) > timeout
 
 
-@dataclass(frozen=True, slots=True)
-class Checks:
+class Checks(msgspec.Struct, frozen=True):
     """The limits the periodic checks apply."""
 
     timeout_worker: float
@@ -215,8 +214,7 @@ def crash_backoff(streak: int) -> float:
 # The pool against its target ------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """What the pool needs now: start ``spawn`` workers, drain these ones."""
 
     spawn: int
@@ -286,16 +284,14 @@ def pool_actions(
 # A worker is gone ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Ended:
+class Ended(msgspec.Struct, frozen=True):
     """How a worker ended, decoded by the arbiter from its wait status."""
 
     code: int  # exit code, or -N when signal N killed it
     how: str  # "exited with code 3 (worker boot failure)", "killed by SIGKILL (...)"
 
 
-@dataclass(frozen=True, slots=True)
-class Situation:
+class Situation(msgspec.Struct, frozen=True):
     """The pool around a worker's exit."""
 
     now: float
@@ -370,8 +366,7 @@ def _boot_failed(worker: WorkerRecord, ended: Ended, situation: Situation) -> li
 # Stopping -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class StopState:
+class StopState(msgspec.Struct, frozen=True):
     """Whether the supervisor is stopping, how, and until when it waits."""
 
     fast: bool

@@ -9,11 +9,11 @@ import socket
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
+import msgspec
 
 from supervisor import logs
 from supervisor._version import __version__
@@ -185,12 +185,11 @@ def prepare(config: Config) -> Config:
     return config
 
 
-@dataclass
-class Started:
+class Started(msgspec.Struct):
     """What the start-up made, before the first fork."""
 
     env_file: EnvFile
-    listeners: list[socket.socket] = field(default_factory=list)
+    listeners: list[socket.socket] = msgspec.field(default_factory=list)
     metrics_listener: socket.socket | None = None
     pid_file: pidfile.PidFile | None = None
     preloaded: Any | None = None

@@ -2,8 +2,10 @@
 
 The first workers are forked before the supervisor's event loop exists, so
 they boot while it sets itself up; every worker inherits the worker stack
-(uvicorn, its protocols, uvloop) imported once here, copy-on-write, so a
-replacement serves within tens of milliseconds of a crash.
+(uvicorn, its HTTP protocol, uvloop) imported once here, copy-on-write, so a
+replacement serves within tens of milliseconds of a crash. The WebSocket
+implementation is not part of it: a worker imports it at its first upgrade
+(:mod:`supervisor.worker.ws_choice`).
 """
 
 from __future__ import annotations
@@ -95,7 +97,6 @@ class Spawner:
 
         chosen = (
             uv.HTTP_PROTOCOLS.get(self.config.http),
-            uv.WS_PROTOCOLS.get(self.config.ws),
             uv.LIFESPAN.get(self.config.lifespan),
             uv.LOOP_FACTORIES.get(self.config.loop),
         )

@@ -12,7 +12,8 @@ $NOTIFY_SOCKET every call is a no-op.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+import msgspec
 
 from supervisor.arbiter.lifecycle import Pool
 from supervisor.arbiter.upgrade import BOOT_MARGIN
@@ -20,8 +21,7 @@ from supervisor.pool import WorkerState
 from supervisor.system.sdnotify import Notifier, status_text
 
 
-@dataclass(frozen=True)
-class Phase:
+class Phase(msgspec.Struct, frozen=True):
     """What the pool is doing, as systemd's state machine sees it."""
 
     served: bool

@@ -31,8 +31,9 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from supervisor.errors import ConfigError, SupervisorError
 from supervisor.system import ownership, pidfile
@@ -48,8 +49,7 @@ READY = b"ready\n"
 KILL_AFTER = 5.0
 
 
-@dataclass(frozen=True)
-class Handoff:
+class Handoff(msgspec.Struct, frozen=True):
     """What an upgrading supervisor passes to its successor."""
 
     old_pid: int
@@ -139,8 +139,7 @@ def command_line(orig_argv: list[str], executable: str) -> list[str]:
     return [executable, *orig_argv[1:]]
 
 
-@dataclass
-class Pending:
+class Pending(msgspec.Struct):
     proc: subprocess.Popen[bytes]
     ready: int
     deadline: float

@@ -15,7 +15,6 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -33,8 +32,7 @@ class ControlError(Exception):
     """A command that could not be carried out; the message is the line shown."""
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     path: Path
     discovered: bool  # found by looking, not named: check who serves it
 

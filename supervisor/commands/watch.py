@@ -19,8 +19,9 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+import msgspec
 
 from supervisor.commands.status import _age
 from supervisor.commands.wire import Status
@@ -43,13 +44,12 @@ def cpu_seconds(pid: int) -> float | None:
         return None
 
 
-@dataclass
-class Sample:
+class Sample(msgspec.Struct):
     """One refresh: the status, when it was taken, each worker's CPU seconds."""
 
     status: Status
     at: float
-    cpu: dict[int, float | None] = field(default_factory=dict)
+    cpu: dict[int, float | None] = msgspec.field(default_factory=dict)
 
 
 def rates(before: Sample | None, now: Sample) -> dict[int, tuple[float | None, float | None]]:

@@ -20,9 +20,10 @@ import os
 import re
 import traceback
 from collections.abc import Callable, Mapping, MutableMapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from supervisor.config import make_config, option_name
 from supervisor.config.gunicorn_names import (
@@ -51,16 +52,15 @@ SUPERVISOR_CMD_ARGS = "SUPERVISOR_CMD_ARGS"
 NEVER = 365 * 24 * 3600.0  # gunicorn's "timeout = 0" (no watchdog)
 
 
-@dataclass
-class LoadedConfig:
+class LoadedConfig(msgspec.Struct):
     """What a config file asks for, in our setting names."""
 
     path: str
-    settings: dict[str, Any] = field(default_factory=dict)
-    hooks: dict[str, Callable[..., Any]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # info: settings that do not apply here
-    env: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+    hooks: dict[str, Callable[..., Any]] = msgspec.field(default_factory=dict)
+    warnings: list[str] = msgspec.field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)  # info: settings that do not apply here
+    env: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 # Settings ------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ reads a config file with them.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import types
 from collections.abc import Mapping
@@ -230,6 +229,8 @@ def near_miss(name: str, namespace: Mapping[str, Any]) -> str | None:
     (``keepalive_str`` beside ``keepalive`` is a helper, ``worker`` alone a typo)."""
     if not name.islower() or name in GUNICORN_SETTINGS:
         return None
+    import difflib  # noqa: PLC0415 - only for a misspelt setting, never at a normal start
+
     match = difflib.get_close_matches(name, GUNICORN_SETTINGS, 1, 0.85)
     if not match or match[0] in namespace or match[0] in HOOKS:
         return None

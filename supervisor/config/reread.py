@@ -12,8 +12,9 @@ kept at their running values, so the roll never half-applies one.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from supervisor.config.model import Config, make_config, option_name, replace
 
@@ -52,8 +53,7 @@ RESTART_ONLY = frozenset(
 PRELOADED = frozenset({"app", "factory"})
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """The Config to run with from now on, and what differs from the running one."""
 
     config: Config

@@ -25,9 +25,10 @@ import json
 import logging
 import logging.config
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from supervisor.errors import ConfigError
 from supervisor.logs.formats import JsonFormatter, TextFormatter
@@ -90,8 +91,7 @@ class AdoptedHandler(logging.Handler):
         self.ours.sink.write_now(text.encode("utf-8", "replace") + b"\n")
 
 
-@dataclass
-class LogState:
+class LogState(msgspec.Struct):
     """What this process installed; inherited by forked workers."""
 
     json: bool = False
@@ -101,7 +101,7 @@ class LogState:
     user_source: str | dict[str, Any] | None = None  # re-applied in each worker after fork
     main: LineSink | None = None
     access: LineSink | None = None
-    files: dict[str, LineSink] = field(default_factory=dict)
+    files: dict[str, LineSink] = msgspec.field(default_factory=dict)
     handler: SinkHandler | None = None
     warned_root: bool = False
 

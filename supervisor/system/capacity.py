@@ -9,8 +9,9 @@ each costs tens of MiB, so a count far above either is refused (one line,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from supervisor.config import format_size
 from supervisor.system import cgroups
@@ -22,8 +23,7 @@ WARN_FACTOR = 2  # warn above this many per CPU
 MEMINFO = Path("/proc/meminfo")
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     """``refuse``: the message is an error; else ``message`` (if any) is a warning."""
 
     refuse: bool

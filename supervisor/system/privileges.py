@@ -13,14 +13,14 @@ from __future__ import annotations
 import grp
 import os
 import pwd
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from supervisor.errors import ConfigError
 
 
-@dataclass(frozen=True)
-class Identity:
+class Identity(msgspec.Struct, frozen=True):
     """Who the workers run as."""
 
     uid: int

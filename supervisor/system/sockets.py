@@ -13,9 +13,10 @@ import logging
 import os
 import socket
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from supervisor.errors import BindError, ConfigError
 from supervisor.system import ownership, privileges
@@ -27,8 +28,7 @@ SD_LISTEN_FDS_START = 3
 TCP_MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 
-@dataclass(frozen=True, slots=True)
-class BindSpec:
+class BindSpec(msgspec.Struct, frozen=True):
     """One address to listen on, parsed from --bind/--host/--port/--uds."""
 
     kind: str  # "tcp", "unix" or "fd"

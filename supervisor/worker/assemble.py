@@ -10,9 +10,9 @@ uvicorn's own ProxyHeadersMiddleware, which the WebSocket protocol runs.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import uvicorn
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -30,13 +30,12 @@ from supervisor.worker.observer import Observer
 from supervisor.worker.protocol import protocol_class, uses_fast_path
 
 
-@dataclass
-class Observed:
+class Observed(msgspec.Struct):
     """The worker's observer and counters; ``bind`` gives the ASGI layer uvicorn's task set."""
 
     observer: Observer
     counters: Counters | None
-    _tasks: list[Any] = field(default_factory=list)
+    _tasks: list[Any] = msgspec.field(default_factory=list)
 
     def bind(self, server_state: Any) -> None:
         self._tasks.append(server_state.tasks)

@@ -60,7 +60,7 @@ class Drainable(Protocol):
     should_exit: bool
     drain_clean: bool
 
-    def send_heartbeat(self) -> None: ...
+    def send_heartbeat(self, urgent: bool = False) -> None: ...
 
 
 class DrainState:
@@ -101,7 +101,7 @@ async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
     server.drain.start(server.graceful)  # the app is told now: it may close what it holds
     server.drain.draining = True
     titles.set_state("draining")
-    server.send_heartbeat()  # the supervisor learns now, even from a direct SIGTERM
+    server.send_heartbeat(urgent=True)  # the supervisor learns now, even from a direct SIGTERM
     logger.info(
         "Worker %d draining: %d connection(s), %d request(s) in flight",
         os.getpid(),

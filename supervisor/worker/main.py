@@ -11,9 +11,9 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
 from typing import Any, NoReturn
 
+import msgspec
 import uvicorn
 from uvicorn._compat import asyncio_run
 
@@ -27,14 +27,14 @@ from supervisor.worker.drain import DrainState
 from supervisor.worker.hook_calls import WorkerHooks
 from supervisor.worker.loading import AppLoadFailure, load_app
 from supervisor.worker.server import WorkerServer
+from supervisor.worker.ws_choice import ws_protocol
 
 logger = logging.getLogger("supervisor.worker")
 
 IDLE_GRACE_CAP = 2.0
 
 
-@dataclass(frozen=True)
-class WorkerStart:
+class WorkerStart(msgspec.Struct, frozen=True):
     """What the supervisor hands a worker at fork."""
 
     config: Config
@@ -201,7 +201,7 @@ def uvicorn_config(config: Config, app: Any) -> uvicorn.Config:
         app,
         loop=config.loop,
         http=config.http,
-        ws=config.ws,
+        ws=ws_protocol(config.ws),  # type: ignore[arg-type] # a callable, like a class
         lifespan=config.lifespan,
         log_config=None,
         log_level=config.log_level,

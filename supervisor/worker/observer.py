@@ -11,7 +11,7 @@ the --max-concurrent 503, or the --metrics-path page.
 from __future__ import annotations
 
 import logging
-import secrets
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -61,7 +61,7 @@ class Observer:
         self.metrics_text = metrics_text
         self.routes = bool(limit or metrics_path)  # does choose_app have anything to decide?
         self.recent_slow: list[tuple[str, float]] = []  # (path, ended): for loop-lag warnings
-        self._rid_prefix = secrets.token_hex(8).encode()
+        self._rid_prefix = os.urandom(8).hex().encode()  # secrets' own source, without its imports
         self._rid_count = 0
         self.block_of: object = None  # the default-header list ``block`` was made from
         self.block = b""

@@ -12,6 +12,7 @@ serve (``Too many open files``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -202,7 +203,7 @@ class WorkerServer(uvicorn.Server):
             self._check_fd_headroom()
             self.send_heartbeat()
         elif self._reached_max_requests():
-            self.send_heartbeat()  # the supervisor starts the replacement now, not in a second
+            self.send_heartbeat(urgent=True)  # the supervisor starts the replacement now
         return should_exit
 
     def _reached_max_requests(self) -> bool:
@@ -263,7 +264,7 @@ class WorkerServer(uvicorn.Server):
     def ask_recycle(self, reason: str) -> None:
         if self.recycle is None:
             self.recycle = reason
-            self.send_heartbeat()
+            self.send_heartbeat(urgent=True)
 
     def _close_stalled_connections(self, now: float) -> None:
         """Slowloris: uvicorn has no request-head timeout, so a client trickling
@@ -287,7 +288,10 @@ class WorkerServer(uvicorn.Server):
                 "Closed %d connection(s) that sent no complete request in %.0fs", stalled, limit
             )
 
-    def send_heartbeat(self) -> None:
+    def send_heartbeat(self, urgent: bool = False) -> None:
+        """The counts, and whether we drain or want replacing. ``urgent``: news the supervisor
+        must act on now (a drain began, a recycle): a steady supervisor reads heartbeats only
+        once a second, so it is nudged with SIGCHLD, which only makes it look at its workers."""
         state = self.server_state
         websockets, streams = closing.long_lived(state.connections)
         stats = self.counters.stats() if self.counters is not None else None
@@ -307,6 +311,9 @@ class WorkerServer(uvicorn.Server):
                 websocket_sessions=getattr(self.config.loaded_app, "websockets", 0),
             )
         )
+        if urgent:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.supervisor_pid, signal.SIGCHLD)
 
     # Drain -----------------------------------------------------------------
 

@@ -14,6 +14,7 @@ import pytest
 from supervisor.errors import ConfigError
 from supervisor.worker.access import (
     GUNICORN_FORMAT,
+    TABLE_CAP,
     DefaultLine,
     FormattedLine,
     JsonLine,
@@ -190,6 +191,38 @@ def test_json_line_plain_request_and_custom_message() -> None:
     assert (
         json.loads(custom)["message"] == '10.1.2.3 "POST /items/%C3%A4%20b?q=1&x=%22 HTTP/1.1" 201'
     )
+
+
+def test_json_lines_of_repeated_and_distinct_requests_each_say_their_own() -> None:
+    """The per-request part is kept per distinct request: a repeat, another status, another
+    query or path each give their own line, and a flood of distinct paths stays bounded."""
+    line = JsonLine("i")
+    seen = []
+    for path, query, status, sent in [
+        ("/a", b"", 200, 1),
+        ("/a", b"", 200, 2),
+        ("/a", b"", 404, 3),
+        ("/a", b"x=1", 200, 4),
+        ("/b", b"x=1", 200, 5),
+    ]:
+        exchange = Exchange()
+        exchange.scope.update(path=path, raw_path=path.encode(), query_string=query)
+        exchange.status, exchange.sent = status, sent
+        record = json.loads(line(exchange))  # type: ignore[arg-type]
+        seen.append((record["path"], record["query"], record["status"], record["bytes"]))
+        assert record["message"] == f"POST {path} {status}"
+    assert seen == [
+        ("/a", "", 200, 1),
+        ("/a", "", 200, 2),
+        ("/a", "", 404, 3),
+        ("/a", "x=1", 200, 4),
+        ("/b", "x=1", 200, 5),
+    ]
+    for n in range(3 * TABLE_CAP):
+        exchange = Exchange()
+        exchange.scope.update(path=f"/u/{n}", raw_path=b"/u/%d" % n, query_string=b"")
+        assert json.loads(line(exchange))["path"] == f"/u/{n}"  # type: ignore[arg-type]
+    assert len(line._middles) <= TABLE_CAP + 1
 
 
 def test_a_format_that_fails_on_some_request_still_gives_a_line() -> None:
