@@ -100,10 +100,12 @@ class Spawner:
             uv.LIFESPAN.get(self.config.lifespan),
             uv.LOOP_FACTORIES.get(self.config.loop),
         )
-        for target in chosen:
-            if target:
-                with contextlib.suppress(ImportError):
-                    importlib.import_module(target.partition(":")[0])
+        modules = [target.partition(":")[0] for target in chosen if target]
+        if self.config.loop in ("auto", "uvloop"):
+            modules.append("uvloop")  # uvicorn's loop factories import it only when called
+        for name in modules:
+            with contextlib.suppress(ImportError):
+                importlib.import_module(name)
         # Everything imported so far (and a --preload app) is never collected: frozen,
         # a worker's garbage collector does not write to those objects, so their
         # pages stay shared with the supervisor instead of being copied in every worker.

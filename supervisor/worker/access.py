@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from collections.abc import Callable
 
 import msgspec
 
@@ -49,38 +50,51 @@ def _json_inner(raw: bytes) -> bytes:
     return _json_str(raw.decode("latin-1"))[1:-1]
 
 
+class _Prefixes:
+    """Per-second, per-client line prefixes: the time and the client change rarely."""
+
+    __slots__ = ("_clock", "_make", "_second", "_stamp", "by_client")
+
+    def __init__(self, make: Callable[[str, str], bytes], clock: Clock) -> None:
+        self._clock = clock
+        self._make = make
+        self._second = -1
+        self._stamp = ""
+        self.by_client: dict[str, bytes] = {}
+
+    def get(self, now: float, client: str) -> bytes:
+        if int(now) != self._second:
+            self._second = int(now)
+            self._stamp = self._clock.text(now)
+            self.by_client.clear()
+        found = self.by_client.get(client)
+        if found is None:
+            found = self.by_client[client] = self._make(self._stamp, client)
+        return found
+
+
 class DefaultLine:
     """``[time] [pid] [instance] [INFO] 127.0.0.1:5000 - "GET /x HTTP/1.1" 200 1.4ms``.
 
     The hot path of the default access log: one bytes ``%`` over six values;
-    the time, pid and client part is made once per second and client (kept
-    here, not behind another call: a call is measurable per request).
+    the time, pid and client part is made once per second and client.
     """
 
-    __slots__ = ("_by_client", "_clock", "_head", "_second", "_stamp")
+    __slots__ = ("_prefixes",)
 
     def __init__(self, instance: str = "") -> None:
-        self._head = f"] [{os.getpid()}] " + (f"[{instance}] " if instance else "") + "[INFO] "
-        self._clock = Clock()
-        self._second = -1
-        self._stamp = ""
-        self._by_client: dict[str, bytes] = {}
+        head = f"] [{os.getpid()}] " + (f"[{instance}] " if instance else "") + "[INFO] "
 
-    def _prefix(self, now: float, client: str) -> bytes:
-        if int(now) != self._second:
-            self._second = int(now)
-            self._stamp = self._clock.text(now)
-            self._by_client.clear()
-        found = f'[{self._stamp}{self._head}{client} - "'.encode("utf-8", "replace")
-        self._by_client[client] = found
-        return found
+        def make(stamp: str, client: str) -> bytes:
+            return f'[{stamp}{head}{client} - "'.encode("utf-8", "replace")
+
+        self._prefixes = _Prefixes(make, Clock())
 
     def __call__(self, c: Exchange) -> bytes:
-        now = time.time()
-        prefix = self._by_client.get(c.client_text) if int(now) == self._second else None
-        version = c.scope["http_version"]
+        scope = c.scope
+        version = scope["http_version"]
         return b'%b%b %b HTTP/%b" %d %.1fms\n' % (
-            prefix or self._prefix(now, c.client_text),
+            self._prefixes.get(time.time(), c.client_text),
             c.method,
             c.target,
             _VERSIONS.get(version) or version.encode("latin-1"),
