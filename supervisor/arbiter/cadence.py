@@ -5,8 +5,8 @@ stops, backoff and rollouts are checked on the tick); once a second when the
 pool is steady, where only heartbeats and memory are: an idle supervisor
 barely wakes. A steady pool's heartbeats are read on that tick too
 (:func:`supervisor.arbiter.channels.settle`), so it wakes once a second
-whatever the number of workers; news that cannot wait (a worker draining,
-one asking to be recycled) comes with a SIGCHLD nudge. Signals and exits do
+whatever the number of workers; news that cannot wait (a worker at
+--max-requests, one asking to be recycled) comes with a SIGCHLD nudge. Signals and exits do
 not wait for the tick, nor does any message while something is in motion.
 A tick that comes much later than it was due means the supervisor itself
 was not running (SIGSTOP, a frozen VM).

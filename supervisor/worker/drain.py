@@ -101,7 +101,10 @@ async def drain(server: Drainable, listeners: list[socket.socket]) -> None:
     server.drain.start(server.graceful)  # the app is told now: it may close what it holds
     server.drain.draining = True
     titles.set_state("draining")
-    server.send_heartbeat(urgent=True)  # the supervisor learns now, even from a direct SIGTERM
+    # The supervisor learns even from a direct SIGTERM, at its next tick. Not nudged: when a
+    # whole process group is TERMed, the nudge could beat the supervisor's own SIGTERM and
+    # have it fork a replacement for a worker that is only stopping with it.
+    server.send_heartbeat()
     logger.info(
         "Worker %d draining: %d connection(s), %d request(s) in flight",
         os.getpid(),

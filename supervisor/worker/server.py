@@ -290,8 +290,9 @@ class WorkerServer(uvicorn.Server):
 
     def send_heartbeat(self, urgent: bool = False) -> None:
         """The counts, and whether we drain or want replacing. ``urgent``: news the supervisor
-        must act on now (a drain began, a recycle): a steady supervisor reads heartbeats only
-        once a second, so it is nudged with SIGCHLD, which only makes it look at its workers."""
+        must act on now (--max-requests reached, a recycle asked): a steady supervisor reads
+        heartbeats once a second, so it is nudged with SIGCHLD, which only makes it look at
+        its workers."""
         state = self.server_state
         websockets, streams = closing.long_lived(state.connections)
         stats = self.counters.stats() if self.counters is not None else None
