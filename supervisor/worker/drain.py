@@ -60,7 +60,7 @@ class Drainable(Protocol):
     should_exit: bool
     drain_clean: bool
 
-    def send_heartbeat(self, urgent: bool = False) -> None: ...
+    def send_heartbeat(self) -> None: ...
 
 
 class DrainState:

@@ -18,12 +18,10 @@ async def app(scope, receive, send):
 config = uvicorn_config(Config(app="x:app", ws=sys.argv[1]), app)
 config.load()
 print("websockets" in sys.modules, type(config.ws_protocol_class).__name__)
-factory = config.ws_protocol_class
-if sys.argv[1] != "none":
-    try:
-        factory(config=config, server_state=None, app_state={})
-    except Exception:
-        pass  # no event loop here: the import is what is checked
+try:
+    config.ws_protocol_class(config=config, server_state=None, app_state={})
+except Exception:
+    pass  # no event loop here: the import is what is checked
 print("websockets" in sys.modules)
 """
 
