@@ -87,13 +87,6 @@ def _uvicorn_text(c: Any) -> str:
     return f'{peer} - "{scope["method"]} {target} HTTP/{scope["http_version"]}" {c.status}'
 
 
-class _NoSink:
-    """Where a LoggingAccess line goes: it has logged itself already."""
-
-    def write(self, line: bytes) -> None:
-        pass
-
-
 def access_line(config: Config) -> LineMaker | None:
     """How this worker writes an access line, or None with the access log off."""
     if not config.access_log:
@@ -132,7 +125,7 @@ def observe(
 
     observer = Observer(
         line=line,
-        sink=_NoSink() if isinstance(line, LoggingAccess) else logs.state.access,
+        sink=None if isinstance(line, LoggingAccess) else logs.state.access,  # it logged itself
         drain=drain,
         counters=counters,
         limit=config.max_concurrent or 0,

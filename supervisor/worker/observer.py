@@ -35,7 +35,7 @@ class Observer:
         self,
         *,
         line: LineMaker | None,
-        sink: LineSink | Any,
+        sink: LineSink | None,
         drain: DrainState,
         counters: Counters | None,
         limit: int = 0,
@@ -109,7 +109,12 @@ class Observer:
             self.counters.observe(c.status, seconds)
         line = self.line
         if line is not None:
-            self.sink.write(line(c))
+            made = line(c)
+            sink = self.sink
+            if sink is not None:  # LineSink.write, inline (once per request)
+                sink.queued.append(made)
+                if not sink.scheduled:
+                    sink.schedule()
         if self.slow and seconds >= self.slow:
             self._slow(c)
 

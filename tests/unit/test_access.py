@@ -13,6 +13,7 @@ import pytest
 
 from supervisor.errors import ConfigError
 from supervisor.worker.access import (
+    CACHED_TARGET,
     GUNICORN_FORMAT,
     TABLE_CAP,
     DefaultLine,
@@ -158,6 +159,59 @@ def test_default_text_line() -> None:
     assert re.fullmatch(pattern, line), line
     named = DefaultLine("pod-a")(Exchange()).decode()  # type: ignore[arg-type]
     assert f"[{os.getpid()}] [pod-a] [INFO]" in named
+
+
+def test_default_text_lines_of_repeated_and_distinct_requests_each_say_their_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The request line, the client and the duration come from tables: every line still
+    says its own request, client, version, status and duration (rounded like %.1f), the
+    time follows the clock (also backwards), and the tables stay bounded."""
+    line = DefaultLine()
+    now = [1_800_000_000.25]
+    monkeypatch.setattr("supervisor.worker.access.time.time", lambda: now[0])
+
+    def text(**changes: Any) -> str:
+        exchange = Exchange()
+        for name, value in changes.items():
+            setattr(exchange, name, value)
+        return line(exchange).decode()  # type: ignore[arg-type]
+
+    tail = lambda made: made.split("[INFO] ", 1)[1]  # noqa: E731
+    assert (
+        tail(text()) == '10.1.2.3:5123 - "POST /items/%C3%A4%20b?q=1&x=%22 HTTP/1.1" 201 1234.6ms\n'
+    )
+    for duration, shown in [
+        (0.0, "0.0"),
+        (0.00004, "0.0"),
+        (0.00006, "0.1"),
+        (0.0123, "12.3"),
+        (0.09994, "99.9"),
+        (0.09996, "100.0"),
+        (0.1, "100.0"),
+        (12.5, "12500.0"),
+    ]:
+        assert tail(text(duration=duration)).endswith(f" 201 {shown}ms\n"), duration
+    assert tail(text(status=404, duration=0.001)).endswith('HTTP/1.1" 404 1.0ms\n')
+    exchange = Exchange()
+    exchange.scope["http_version"] = "1.0"
+    assert 'HTTP/1.0" 201' in line(exchange).decode()  # type: ignore[arg-type]
+    assert tail(text(method=b"GET", target=b"/a")).startswith('10.1.2.3:5123 - "GET /a HTTP/1.1"')
+    assert tail(text(client_text="-", target=b"/a")).startswith('- - "POST /a HTTP/1.1"')
+    first = text()
+    now[0] += 1.0
+    later = text()
+    now[0] -= 3600.0
+    earlier = text()
+    stamp = lambda made: made.split("]", 1)[0]  # noqa: E731
+    assert len({stamp(first), stamp(later), stamp(earlier)}) == 3
+    for n in range(3 * TABLE_CAP):
+        target = b"/u/%d" % n
+        assert f'"POST /u/{n} HTTP/1.1"' in text(target=target, client_text=f"10.0.0.1:{n}")
+    assert len(line._middles) <= TABLE_CAP + 1 and len(line._clients) <= TABLE_CAP + 1
+    long = b"/" + b"x" * CACHED_TARGET
+    assert f'"POST {long.decode()} HTTP/1.1"' in text(target=long)
+    assert (b"POST", long, "1.1", 201) not in line._middles
 
 
 def test_json_line_is_valid_json_whatever_the_request_holds() -> None:
