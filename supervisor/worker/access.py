@@ -54,6 +54,7 @@ def _json_inner(raw: bytes) -> bytes:
 
 # tenths of a millisecond -> "12.3ms\n": formatting a float is a third of a text line's cost.
 _TENTHS = [b"%d.%dms\n" % divmod(tenths, 10) for tenths in range(1000)]
+_MILLIS = [b"%03d" % millis for millis in range(1000)]  # a JSON timestamp's milliseconds
 
 
 class DefaultLine:
@@ -132,7 +133,7 @@ class JsonLine:
     is valid JSON.
     """
 
-    __slots__ = ("_clients", "_clock", "_custom", "_middles", "_second", "_stamp", "_template")
+    __slots__ = ("_clients", "_clock", "_custom", "_head", "_middles", "_pid", "_second", "_stamp")
 
     def __init__(self, instance: str, custom: FormattedLine | None = None) -> None:
         self._clock = Clock()
@@ -141,23 +142,23 @@ class JsonLine:
         self._stamp = b""
         self._clients: dict[str, bytes] = {}
         self._middles: dict[tuple[bytes, bytes, bytes, int], bytes] = {}
-        pid = os.getpid()
-        head = b'Z","level":"info","logger":"supervisor.access","pid":%d,"instance_id":%b,' % (
-            pid,
-            _json_str(instance),
-        )
-        self._template = (
-            b"%b%03d"
-            + head.replace(b"%", b"%%")
-            + b'"client":%b,"worker_pid":'
-            + str(pid).encode()
-            + b',%b"duration_ms":%.3f,"bytes":%d,"request_id":%b}\n'
+        self._pid = str(os.getpid()).encode()
+        self._head = (
+            b'Z","level":"info","logger":"supervisor.access","pid":%b,"instance_id":%b,'
+            % (
+                self._pid,
+                _json_str(instance),
+            )
         )
 
     def _client(self, client: str) -> bytes:
+        """``"client":...,"worker_pid":N,`` for one client."""
         if len(self._clients) > TABLE_CAP:
             self._clients.clear()
-        found = self._clients[client] = _json_str(client) if client != "-" else b"null"
+        found = self._clients[client] = b'"client":%b,"worker_pid":%b,' % (
+            _json_str(client) if client != "-" else b"null",
+            self._pid,
+        )
         return found
 
     def _middle(self, c: Exchange, key: tuple[bytes, bytes, bytes, int]) -> bytes:
@@ -195,17 +196,20 @@ class JsonLine:
         middle = self._middles.get(key) or self._middle(c, key)
         rid = c.request_id
         if rid is None:
-            rid_json = b"null"
+            rid_json = b"null}\n"
         elif rid.isalnum():  # ours (hex) and most clients': nothing to escape
-            rid_json = b'"%b"' % rid
+            rid_json = b'"' + rid + b'"}\n'
         else:
-            rid_json = _json_str(rid.decode("latin-1"))
-        return self._template % (
-            self._stamp,
-            int((now - second) * 1000),
-            self._clients.get(c.client_text) or self._client(c.client_text),
-            middle,
-            c.duration * 1000,
-            c.sent,
-            rid_json,
+            rid_json = _json_str(rid.decode("latin-1")) + b"}\n"
+        # Joined from ready pieces: one % over a 250-byte template scans all of it.
+        return b"".join(
+            (
+                self._stamp,
+                _MILLIS[int((now - second) * 1000)],
+                self._head,
+                self._clients.get(c.client_text) or self._client(c.client_text),
+                middle,
+                b'"duration_ms":%.3f,"bytes":%d,"request_id":' % (c.duration * 1000, c.sent),
+                rid_json,
+            )
         )
