@@ -49,6 +49,7 @@ if os.environ.get("LOADTESTS_CHILD_STDERR"):
 
 def cost(ctx: Context, kind: Kind, workers: int, options: Options) -> dict[str, Any]:
     """(8) Start, memory and CPU of the master, against gunicorn's arbiter."""
+    procs.quiet()  # each start timed on idle CPUs, whoever ran before it
     with ctx.hello(kind, workers, "cost", options) as server:
         first = procs.poll(server.answers, timeout=30, interval=0.005)
         startup = time.monotonic() - server.started

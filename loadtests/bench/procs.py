@@ -107,6 +107,17 @@ def poll(check: Callable[[], T | None], timeout: float, interval: float = 0.01) 
         time.sleep(interval)
 
 
+def quiet(busy_below: float = 0.1, window: float = 0.2, timeout: float = 5.0) -> float:
+    """Wait until the CPUs are idle (under ``busy_below`` busy over ``window`` seconds), at
+    most ``timeout``; the busy share last seen. A start timed right after another server's
+    stop shares the CPUs with its dying workers and the kernel's writeback of its log."""
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = psutil.cpu_percent(interval=window) / 100
+        if busy < busy_below or time.monotonic() > deadline:
+            return busy
+
+
 def log_size(path: Path) -> tuple[int, int]:
     """(lines, bytes) of a log file; (0, 0) when there is none."""
     lines = size = 0

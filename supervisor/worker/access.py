@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import time
+from typing import Any
 
 import msgspec
 
@@ -52,6 +53,14 @@ def _json_inner(raw: bytes) -> bytes:
     return _json_str(raw.decode("latin-1"))[1:-1]
 
 
+def _kept(table: dict[Any, bytes], key: Any, value: bytes) -> bytes:
+    """``value``, kept in ``table`` under ``key``; a full table starts over."""
+    if len(table) > TABLE_CAP:
+        table.clear()
+    table[key] = value
+    return value
+
+
 # tenths of a millisecond -> "12.3ms\n": formatting a float is a third of a text line's cost.
 _TENTHS = [b"%d.%dms\n" % divmod(tenths, 10) for tenths in range(1000)]
 _MILLIS = [b"%03d" % millis for millis in range(1000)]  # a JSON timestamp's milliseconds
@@ -84,12 +93,8 @@ class DefaultLine:
             self._next = self._second + 1.0
             self._stamp = self._clock.text(now)
             self._clients.clear()
-        elif len(self._clients) > TABLE_CAP:
-            self._clients.clear()
-        made = self._clients[client] = f'[{self._stamp}{self._head}{client} - "'.encode(
-            "utf-8", "replace"
-        )
-        return made
+        made = f'[{self._stamp}{self._head}{client} - "'.encode("utf-8", "replace")
+        return _kept(self._clients, client, made)
 
     def _middle(self, c: Exchange, key: tuple[bytes, bytes, str, int]) -> bytes:
         version = key[2]
@@ -99,11 +104,7 @@ class DefaultLine:
             _VERSIONS.get(version) or version.encode("latin-1"),
             c.status,
         )
-        if len(c.target) <= CACHED_TARGET:
-            if len(self._middles) > TABLE_CAP:
-                self._middles.clear()
-            self._middles[key] = middle
-        return middle
+        return _kept(self._middles, key, middle) if len(c.target) <= CACHED_TARGET else middle
 
     def __call__(self, c: Exchange) -> bytes:
         now = time.time()
@@ -153,13 +154,11 @@ class JsonLine:
 
     def _client(self, client: str) -> bytes:
         """``"client":...,"worker_pid":N,`` for one client."""
-        if len(self._clients) > TABLE_CAP:
-            self._clients.clear()
-        found = self._clients[client] = b'"client":%b,"worker_pid":%b,' % (
+        made = b'"client":%b,"worker_pid":%b,' % (
             _json_str(client) if client != "-" else b"null",
             self._pid,
         )
-        return found
+        return _kept(self._clients, client, made)
 
     def _middle(self, c: Exchange, key: tuple[bytes, bytes, bytes, int]) -> bytes:
         """``"message":...,"method":...,"path":...,"query":...,"status":...,`` for one request."""
@@ -180,9 +179,7 @@ class JsonLine:
         )
         # A custom message can hold anything per request; a long target is not kept.
         if self._custom is None and len(raw_path) + len(query) <= CACHED_TARGET:
-            if len(self._middles) > TABLE_CAP:
-                self._middles.clear()
-            self._middles[key] = middle
+            return _kept(self._middles, key, middle)
         return middle
 
     def __call__(self, c: Exchange) -> bytes:
